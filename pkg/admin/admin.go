@@ -1,0 +1,295 @@
+// Package admin is the one service layer behind the CLI commands and the
+// HTTP admin and self-service routes: each operation validates its input,
+// makes keys, and calls the store, so the two transports cannot drift.
+package admin
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/keys"
+	"github.com/aiproxy/aiproxy/pkg/store"
+)
+
+// Service runs admin operations on one store.
+type Service struct {
+	db *store.DB
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+	// NewKey makes user keys; tests may replace it.
+	NewKey func() string
+}
+
+// New returns a Service over db.
+func New(db *store.DB) *Service {
+	return &Service{db: db, Now: time.Now, NewKey: keys.New}
+}
+
+// Expiry is an optional change of a key's expiry.
+type Expiry struct {
+	Set bool       // false: leave the expiry as it is (or none, for a new user)
+	At  *time.Time // when Set: the new expiry, nil for never
+}
+
+// ExpiryFrom parses D ("30d", "2027-01-31", RFC 3339) into an Expiry; an
+// empty string leaves the expiry unchanged.
+func (s *Service) ExpiryFrom(d string) (Expiry, error) {
+	if d == "" {
+		return Expiry{}, nil
+	}
+	t, err := aiproxy.ParseExpiry(d, s.Now())
+	if err != nil {
+		return Expiry{}, err
+	}
+	return Expiry{Set: true, At: &t}, nil
+}
+
+func (s *Service) checkFuture(e Expiry) error {
+	if e.Set && e.At != nil && !e.At.After(s.Now()) {
+		return aiproxy.Errorf(aiproxy.EINVALID, "expiry %s is in the past", e.At.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// CreateUser makes user name with a new key and returns the key, which is
+// never shown again. Errors: EINVALID (name, expiry), ECONFLICT.
+func (s *Service) CreateUser(ctx context.Context, name string, exp Expiry) (string, error) {
+	if err := aiproxy.ValidateUserName(name); err != nil {
+		return "", err
+	}
+	if err := s.checkFuture(exp); err != nil {
+		return "", err
+	}
+	key := s.NewKey()
+	if err := s.db.CreateUser(ctx, name, keys.Hash(key), keys.Hint(key), s.Now(), exp.At); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// ResetUser gives user name a new key; the old one stops working at once.
+// Without exp.Set the expiry is kept. Errors: EINVALID, ENOTFOUND.
+func (s *Service) ResetUser(ctx context.Context, name string, exp Expiry) (string, error) {
+	if err := aiproxy.ValidateUserName(name); err != nil {
+		return "", err
+	}
+	if err := s.checkFuture(exp); err != nil {
+		return "", err
+	}
+	key := s.NewKey()
+	if err := s.db.ResetUserKey(ctx, name, keys.Hash(key), keys.Hint(key), exp.Set, exp.At); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// SetUserExpiry changes when user name's key expires (exp.At nil: never).
+// Errors: EINVALID, ENOTFOUND.
+func (s *Service) SetUserExpiry(ctx context.Context, name string, exp Expiry) error {
+	if err := aiproxy.ValidateUserName(name); err != nil {
+		return err
+	}
+	if err := s.checkFuture(exp); err != nil {
+		return err
+	}
+	return s.db.SetUserExpiry(ctx, name, exp.At)
+}
+
+// DeleteUser removes user name; its key stops working at once.
+// Errors: EINVALID, ENOTFOUND.
+func (s *Service) DeleteUser(ctx context.Context, name string) error {
+	if err := aiproxy.ValidateUserName(name); err != nil {
+		return err
+	}
+	return s.db.DeleteUser(ctx, name)
+}
+
+// ListUsers returns all users by name. Keys are never included.
+func (s *Service) ListUsers(ctx context.Context) ([]aiproxy.User, error) {
+	return s.db.ListUsers(ctx)
+}
+
+// ProviderKey describes one `provider add`.
+type ProviderKey struct {
+	Host        string
+	Key         string
+	BaseURL     string // empty: keep the host's URL, or https://HOST for a new host
+	InjectUsage *bool  // nil: keep (true for a new host)
+}
+
+// AddProviderKey stores one more key for a host. Errors: EINVALID (host,
+// key, URL), ECONFLICT (same key again, or a different base URL).
+func (s *Service) AddProviderKey(ctx context.Context, p ProviderKey) error {
+	host, err := aiproxy.NormalizeHost(p.Host)
+	if err != nil {
+		return err
+	}
+	key, err := validateProviderKey(p.Key)
+	if err != nil {
+		return err
+	}
+	baseURL := ""
+	if p.BaseURL != "" {
+		if baseURL, err = aiproxy.NormalizeBaseURL(p.BaseURL); err != nil {
+			return err
+		}
+	}
+	_, err = s.db.ProviderByHost(ctx, host)
+	switch aiproxy.ErrorCode(err) {
+	case aiproxy.ENOTFOUND:
+		if baseURL == "" {
+			baseURL = "https://" + host
+		}
+	case "":
+	default:
+		return err
+	}
+	return s.db.AddProviderKey(ctx, host, baseURL, p.InjectUsage, key, keys.Hash(key), keys.Hint(key), s.Now())
+}
+
+// validateProviderKey trims surrounding space and refuses an empty key or
+// one with spaces or control bytes, which no provider issues.
+func validateProviderKey(k string) (string, error) {
+	k = strings.TrimSpace(k)
+	if k == "" {
+		return "", aiproxy.Errorf(aiproxy.EINVALID, "provider key must not be empty")
+	}
+	if len(k) > 1024 {
+		return "", aiproxy.Errorf(aiproxy.EINVALID, "provider key is longer than 1024 characters")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] <= ' ' || k[i] >= 0x7f {
+			return "", aiproxy.Errorf(aiproxy.EINVALID, "provider key must be printable ASCII without spaces")
+		}
+	}
+	return k, nil
+}
+
+// SetProviderInjectUsage sets whether aiproxy asks host's streams for usage.
+// Errors: EINVALID, ENOTFOUND.
+func (s *Service) SetProviderInjectUsage(ctx context.Context, host string, inject bool) error {
+	h, err := aiproxy.NormalizeHost(host)
+	if err != nil {
+		return err
+	}
+	return s.db.SetProviderInjectUsage(ctx, h, inject)
+}
+
+// RemoveProvider removes one key of host, or the whole host when key is
+// empty. Errors: EINVALID, ENOTFOUND.
+func (s *Service) RemoveProvider(ctx context.Context, host, key string) error {
+	h, err := aiproxy.NormalizeHost(host)
+	if err != nil {
+		return err
+	}
+	if key == "" {
+		return s.db.RemoveProvider(ctx, h)
+	}
+	k, err := validateProviderKey(key)
+	if err != nil {
+		return err
+	}
+	return s.db.RemoveProviderKey(ctx, h, keys.Hash(k))
+}
+
+// ListProviders returns all providers with key hints, never keys.
+func (s *Service) ListProviders(ctx context.Context) ([]aiproxy.Provider, error) {
+	return s.db.ListProviders(ctx)
+}
+
+// StatsQuery is a stats request as both transports receive it.
+type StatsQuery struct {
+	User  string
+	Since string // D: a duration back from now, a date, or RFC 3339
+	By    string
+}
+
+// Stats returns usage totals. Errors: EINVALID (since, by).
+func (s *Service) Stats(ctx context.Context, q StatsQuery) ([]aiproxy.StatsRow, error) {
+	f := aiproxy.StatsFilter{User: q.User, By: q.By}
+	if q.Since != "" {
+		t, err := aiproxy.ParseSince(q.Since, s.Now())
+		if err != nil {
+			return nil, err
+		}
+		f.Since = t
+	}
+	return s.db.Stats(ctx, f)
+}
+
+// Authenticate returns the user holding key. Errors: EUNAUTHORIZED for a
+// malformed or unknown key, EEXPIRED (message says when) for an expired one.
+func (s *Service) Authenticate(ctx context.Context, key string) (aiproxy.User, error) {
+	if !keys.Valid(key) {
+		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")
+	}
+	u, err := s.db.UserByKeyHash(ctx, keys.Hash(key))
+	if err != nil {
+		return u, err
+	}
+	if u.Expired(s.Now()) {
+		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EEXPIRED, "API key expired at %s", u.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return u, nil
+}
+
+// Me is what GET /me shows a user about their own key.
+type Me struct {
+	Name      string              `json:"name"`
+	KeyHint   string              `json:"key_hint"`
+	ExpiresAt *time.Time          `json:"expires_at"`
+	Usage     aiproxy.UsageTotals `json:"usage"`
+}
+
+// Me returns the caller's own record and usage. Errors: as Authenticate.
+func (s *Service) Me(ctx context.Context, key string) (Me, error) {
+	u, err := s.Authenticate(ctx, key)
+	if err != nil {
+		return Me{}, err
+	}
+	t, err := s.db.UserUsage(ctx, u.ID)
+	if err != nil {
+		return Me{}, err
+	}
+	return Me{Name: u.Name, KeyHint: u.KeyHint, ExpiresAt: u.ExpiresAt, Usage: t}, nil
+}
+
+// ResetOwnKey replaces the caller's key with a new one and returns the user
+// name and new key. The old key dies in the same commit; of concurrent
+// resets with one key exactly one succeeds. Errors: as Authenticate.
+func (s *Service) ResetOwnKey(ctx context.Context, key string) (name, newKey string, err error) {
+	if _, err := s.Authenticate(ctx, key); err != nil {
+		return "", "", err
+	}
+	nk := s.NewKey()
+	u, err := s.db.ReplaceUserKey(ctx, keys.Hash(key), keys.Hash(nk), keys.Hint(nk))
+	if err != nil {
+		return "", "", err
+	}
+	return u.Name, nk, nil
+}
+
+// Backup writes a consistent snapshot of the database to path.
+func (s *Service) Backup(ctx context.Context, path string) error {
+	return s.db.Backup(ctx, path)
+}
+
+// Provider returns host (normalised) with its secret keys, for the proxy
+// only. Errors: EINVALID for a malformed host, ENOTFOUND for an unknown one.
+func (s *Service) Provider(ctx context.Context, host string) (aiproxy.Provider, error) {
+	h, err := aiproxy.NormalizeHost(host)
+	if err != nil {
+		return aiproxy.Provider{}, err
+	}
+	return s.db.ProviderByHost(ctx, h)
+}
+
+// RecordUsage writes a batch of usage records.
+func (s *Service) RecordUsage(ctx context.Context, batch []aiproxy.Usage) error {
+	return s.db.InsertUsage(ctx, batch)
+}
+
+// Ping checks that the database answers.
+func (s *Service) Ping(ctx context.Context) error { return s.db.Ping(ctx) }

@@ -1,0 +1,90 @@
+package aiproxy
+
+import "time"
+
+// User is one person who holds a proxy key. The key itself is never kept:
+// only its hash (in the store) and a hint for listings.
+type User struct {
+	ID         int64      `json:"-"`
+	Name       string     `json:"name"`
+	KeyHint    string     `json:"key_hint"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Requests   int64      `json:"requests"`
+}
+
+// Expired reports whether the user's key has expired at now.
+func (u *User) Expired(now time.Time) bool {
+	return u.ExpiresAt != nil && !now.Before(*u.ExpiresAt)
+}
+
+// Provider is an upstream host with its base URL and the keys that may be
+// used for it. Keys stay inside the process: they have no JSON form.
+type Provider struct {
+	ID          int64    `json:"-"`
+	Host        string   `json:"host"`
+	BaseURL     string   `json:"base_url"`
+	KeyCount    int      `json:"keys"`
+	KeyHints    []string `json:"key_hints"`
+	InjectUsage bool     `json:"inject_usage"`
+	// Keys holds the provider's secret keys. It is filled only for the proxy
+	// and never marshalled.
+	Keys []string `json:"-"`
+}
+
+// Usage is the record of one proxied request.
+type Usage struct {
+	Time             time.Time
+	UserID           int64
+	UserName         string
+	Provider         string
+	Model            string
+	Path             string
+	Status           int
+	PromptTokens     *int64 // nil: the upstream reported no usage
+	CompletionTokens *int64
+	TotalTokens      *int64
+	ReasoningTokens  *int64
+	CachedTokens     *int64
+	Duration         time.Duration
+	TTFB             time.Duration // time to the first response byte; 0 if none
+	Streamed         bool
+	Partial          bool // the stream ended early: client left or upstream cut
+}
+
+// Stats grouping keys accepted by StatsFilter.By.
+const (
+	ByUser     = "user"
+	ByModel    = "model"
+	ByProvider = "provider"
+	ByDay      = "day"
+)
+
+// StatsFilter selects and groups usage records.
+type StatsFilter struct {
+	User  string    // only this user's records when set
+	Since time.Time // only records at or after Since when non-zero
+	By    string    // "", ByUser, ByModel, ByProvider or ByDay
+}
+
+// StatsRow is one group of usage totals. Key is the group's value (a user
+// name, model, provider host or YYYY-MM-DD day); it is empty for the totals
+// row of an ungrouped query.
+type StatsRow struct {
+	Key              string
+	Requests         int64
+	Errors           int64
+	Partial          int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// UsageTotals is a user's own usage, as shown by GET /me.
+type UsageTotals struct {
+	Requests         int64 `json:"requests"`
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}

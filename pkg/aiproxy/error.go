@@ -1,0 +1,61 @@
+// Package aiproxy holds the domain types shared by every other package:
+// users, providers, usage records, and the one error type whose messages are
+// safe to show to a caller.
+package aiproxy
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes. Each maps to one HTTP status and one CLI message; anything that
+// is not an *Error is internal and shown only as "internal error".
+const (
+	EINVALID      = "invalid"      // bad input: 400
+	ENOTFOUND     = "not_found"    // missing user or provider: 404
+	ECONFLICT     = "conflict"     // already exists: 409
+	EUNAUTHORIZED = "unauthorized" // missing or wrong key: 401
+	EEXPIRED      = "expired"      // key past its expiry: 401
+	EFORBIDDEN    = "forbidden"    // not allowed: 403
+	EUNAVAILABLE  = "unavailable"  // database busy or read-only: 503
+	EINTERNAL     = "internal"     // everything else: 500
+)
+
+// Error is an error whose Message may be shown to the caller as is.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with the given code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of err if it is (or wraps) an *Error, else
+// EINTERNAL. A nil error has no code.
+func ErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorMessage returns the caller-safe message of err: the message of an
+// *Error, or "internal error" for anything else.
+func ErrorMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}

@@ -1,0 +1,162 @@
+package aiproxy
+
+import (
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ValidateUserName checks the contract's rule for user names: 1 to 64
+// characters of A-Z a-z 0-9 _ . @ -.
+func ValidateUserName(name string) error {
+	if name == "" {
+		return Errorf(EINVALID, "user name must not be empty")
+	}
+	if len(name) > 64 {
+		return Errorf(EINVALID, "user name is longer than 64 characters")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '_', c == '.', c == '@', c == '-':
+		default:
+			return Errorf(EINVALID, "user name %s may contain only A-Z a-z 0-9 _ . @ -", strconv.Quote(name))
+		}
+	}
+	return nil
+}
+
+// ParseExpiry parses the contract's D: a duration with unit s, m, h, d or w
+// ("90s", "12h", "30d") counted from now, a date YYYY-MM-DD (valid through
+// that day: it ends at the next day's 00:00 UTC), or an RFC 3339 time.
+func ParseExpiry(s string, now time.Time) (time.Time, error) {
+	t, err := parseTimeSpec(s, now, true)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return t, nil
+}
+
+// ParseSince parses D for --since: a duration counts back from now, a date
+// means that day's 00:00 UTC, or an RFC 3339 time.
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	return parseTimeSpec(s, now, false)
+}
+
+func parseTimeSpec(s string, now time.Time, future bool) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, Errorf(EINVALID, "empty time: want a duration (30d, 12h) or a date (2027-01-31)")
+	}
+	if d, ok := parseDuration(s); ok {
+		if future {
+			return now.Add(d).UTC(), nil
+		}
+		return now.Add(-d).UTC(), nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		if future {
+			t = t.AddDate(0, 0, 1)
+		}
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), nil
+	}
+	return time.Time{}, Errorf(EINVALID, "invalid time %s: want a duration (90s, 12h, 30d, 2w), a date (2027-01-31) or an RFC 3339 time", strconv.Quote(s))
+}
+
+// parseDuration reads a positive integer followed by one unit letter.
+func parseDuration(s string) (time.Duration, bool) {
+	if len(s) < 2 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 's':
+		unit = time.Second
+	case 'm':
+		unit = time.Minute
+	case 'h':
+		unit = time.Hour
+	case 'd':
+		unit = 24 * time.Hour
+	case 'w':
+		unit = 7 * 24 * time.Hour
+	default:
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
+	if err != nil || n <= 0 || n > int64((1<<63-1)/unit) {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// NormalizeHost checks that h is a bare host[:port] (no scheme, path,
+// userinfo, fragment, spaces or control bytes) and returns it in canonical
+// form: lower case, without a trailing dot on the name.
+func NormalizeHost(h string) (string, error) {
+	if h == "" {
+		return "", Errorf(EINVALID, "host must not be empty")
+	}
+	if len(h) > 253+6 {
+		return "", Errorf(EINVALID, "host is too long")
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_'
+		if !ok {
+			return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
+		}
+	}
+	name, port := h, ""
+	if host, p, err := net.SplitHostPort(h); err == nil {
+		name, port = host, p
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || p[0] == '0' {
+			return "", Errorf(EINVALID, "host has an invalid port")
+		}
+	} else if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+		return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
+	}
+	if strings.HasPrefix(name, "[") || strings.Contains(name, ":") {
+		name = strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
+		if net.ParseIP(name) == nil {
+			return "", Errorf(EINVALID, "host has an invalid IPv6 address")
+		}
+		name = "[" + name + "]"
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" || name == "[]" || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+		return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
+	}
+	if port != "" {
+		return name + ":" + port, nil
+	}
+	return name, nil
+}
+
+// NormalizeBaseURL checks a provider base URL: http or https, a host, no
+// userinfo, query or fragment. A trailing slash is removed.
+func NormalizeBaseURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return "", Errorf(EINVALID, "invalid base URL %s", strconv.Quote(raw))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", Errorf(EINVALID, "base URL %s must start with https:// or http://", strconv.Quote(raw))
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", Errorf(EINVALID, "base URL %s must be scheme://host[:port][/path] without user, query or fragment", strconv.Quote(raw))
+	}
+	if _, err := NormalizeHost(u.Host); err != nil {
+		return "", Errorf(EINVALID, "base URL %s has an invalid host", strconv.Quote(raw))
+	}
+	u.Host = strings.ToLower(u.Host)
+	return strings.TrimRight(u.String(), "/"), nil
+}

@@ -1,0 +1,300 @@
+// Package store is the only package that speaks SQL. It keeps users,
+// provider keys and usage records in one SQLite file (modernc.org/sqlite, so
+// builds need no cgo) and hides that choice behind methods named for what
+// they do, so a PostgreSQL store can take its place.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/aiproxy/aiproxy/db"
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+)
+
+// BusyTimeout is how long a write waits for another process's write lock
+// before it gives up with EUNAVAILABLE.
+const BusyTimeout = 5 * time.Second
+
+// DB is an open aiproxy database.
+type DB struct {
+	sql  *sql.DB
+	path string
+}
+
+// Open opens (creating if needed) the database at path and brings its
+// schema up to date. A missing folder is created with mode 0700 and a new
+// file with mode 0600. A database written by a newer aiproxy is refused.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path is empty")
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path %q must not contain ? or #", path)
+	}
+	if err := prepareFile(path); err != nil {
+		return nil, err
+	}
+	dsn := path + "?_pragma=busy_timeout(" + fmt.Sprint(BusyTimeout.Milliseconds()) + ")" +
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)" +
+		"&_pragma=journal_size_limit(67108864)&_txlock=immediate"
+	sdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open db %s: %w", path, err)
+	}
+	d := &DB{sql: sdb, path: path}
+	if err := d.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, openError(path, err)
+	}
+	return d, nil
+}
+
+// prepareFile refuses a directory, creates the parent folder (0700) and an
+// empty file (0600) so that SQLite and its -wal/-shm files inherit the mode.
+func prepareFile(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return aiproxy.Errorf(aiproxy.EINVALID, "database path %s is a directory", path)
+	case err == nil:
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return aiproxy.Errorf(aiproxy.EINVALID, "database path %s: %v", path, unwrapPathError(err))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return aiproxy.Errorf(aiproxy.EINVALID, "create database folder: %v", unwrapPathError(err))
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // another process created it first
+		}
+		return aiproxy.Errorf(aiproxy.EINVALID, "create database %s: %v", path, unwrapPathError(err))
+	}
+	return f.Close()
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// openError turns driver errors met while opening into one clear line.
+func openError(path string, err error) error {
+	var ae *aiproxy.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	switch sqliteCode(err) & 0xff {
+	case sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
+		return aiproxy.Errorf(aiproxy.EINVALID, "database %s is not an aiproxy database or is corrupt", path)
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s cannot be written (read-only file or folder?)", path)
+	case sqlite3.SQLITE_BUSY:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is locked by another process", path)
+	case sqlite3.SQLITE_FULL:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "disk full: cannot write database %s", path)
+	}
+	return fmt.Errorf("open db %s: %w", path, err)
+}
+
+// Path is the database file's path.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the database.
+func (d *DB) Close() error { return d.sql.Close() }
+
+// Ping checks that the database answers a query.
+func (d *DB) Ping(ctx context.Context) error {
+	var n int
+	return d.sql.QueryRowContext(ctx, "SELECT 1").Scan(&n)
+}
+
+// Backup writes a consistent snapshot of the live database to dst, which
+// must not exist yet.
+func (d *DB) Backup(ctx context.Context, dst string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return aiproxy.Errorf(aiproxy.ECONFLICT, "backup file %s already exists", dst)
+	}
+	if _, err := d.sql.ExecContext(ctx, "VACUUM INTO ?", dst); err != nil {
+		return dbError(fmt.Errorf("backup to %s: %w", dst, err))
+	}
+	return os.Chmod(dst, 0o600)
+}
+
+func (d *DB) migrate(ctx context.Context) error {
+	entries, err := fs.ReadDir(db.Migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+
+	// Fast path, read-only: everything already applied.
+	applied, err := appliedMigrations(ctx, d.sql)
+	if err != nil {
+		return err
+	}
+	if err := checkKnown(applied, names); err != nil {
+		return err
+	}
+	if len(applied) == len(names) {
+		return nil
+	}
+
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	// Another process may have migrated while we waited for the lock.
+	applied, err = appliedMigrations(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := checkKnown(applied, names); err != nil {
+		return err
+	}
+	for _, name := range names {
+		if applied[name] {
+			continue
+		}
+		body, err := fs.ReadFile(db.Migrations, "migrations/"+name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return fmt.Errorf("apply migration %s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+			name, time.Now().UnixMilli()); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func appliedMigrations(ctx context.Context, q queryer) (map[string]bool, error) {
+	rows, err := q.QueryContext(ctx, "SELECT name FROM schema_migrations")
+	if err != nil {
+		if strings.Contains(err.Error(), "no such table") {
+			return map[string]bool{}, nil
+		}
+		return nil, err
+	}
+	defer rows.Close()
+	applied := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		applied[n] = true
+	}
+	return applied, rows.Err()
+}
+
+func checkKnown(applied map[string]bool, names []string) error {
+	known := map[string]bool{}
+	for _, n := range names {
+		known[n] = true
+	}
+	for n := range applied {
+		if !known[n] {
+			return aiproxy.Errorf(aiproxy.EINVALID,
+				"database was written by a newer aiproxy (schema %s is unknown to this version): upgrade aiproxy", n)
+		}
+	}
+	return nil
+}
+
+// sqliteCode returns the extended SQLite result code in err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+// dbError maps the SQLite errors a caller can act on to domain errors and
+// leaves the rest as internal errors.
+func dbError(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch sqliteCode(err) & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database is busy: another process holds its write lock, try again")
+	case sqlite3.SQLITE_READONLY:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database is read-only")
+	case sqlite3.SQLITE_FULL:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "disk is full: database not changed")
+	case sqlite3.SQLITE_IOERR:
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database I/O error: not changed")
+	}
+	return err
+}
+
+func isUnique(err error) bool {
+	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+}
+
+// write runs fn in one immediate transaction and commits it, so a failure
+// anywhere leaves the database as it was.
+func (d *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return dbError(err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return dbError(err)
+	}
+	return dbError(tx.Commit())
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func nullMS(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func fromNullMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
