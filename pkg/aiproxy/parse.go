@@ -47,6 +47,19 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 }
 
 func parseTimeSpec(s string, now time.Time, future bool) (time.Time, error) {
+	t, err := parseTimeSpecUnchecked(s, now, future)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// A time outside years 0-9999 has no RFC 3339 form: it would make every
+	// JSON listing of the user fail ("9999-12-31" expires in year 10000).
+	if y := t.Year(); y < 0 || y > 9999 {
+		return time.Time{}, Errorf(EINVALID, "time %s is out of range: want a year from 0 to 9999 (UTC)", strconv.Quote(strings.TrimSpace(s)))
+	}
+	return t, nil
+}
+
+func parseTimeSpecUnchecked(s string, now time.Time, future bool) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return time.Time{}, Errorf(EINVALID, "empty time: want a duration (30d, 12h) or a date (2027-01-31)")
@@ -124,16 +137,31 @@ func NormalizeHost(h string) (string, error) {
 	} else if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
 		return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
 	}
-	if strings.HasPrefix(name, "[") || strings.Contains(name, ":") {
-		name = strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
-		if net.ParseIP(name) == nil {
+	// An IPv6 literal, and only an IPv6 literal, is in brackets: "[::1]",
+	// "[::1]:8080". SplitHostPort has already removed them when a port is
+	// present; without one, both must be there.
+	bracketed := strings.HasPrefix(h, "[")
+	if bracketed && port == "" {
+		if len(name) < 2 || !strings.HasSuffix(name, "]") {
 			return "", Errorf(EINVALID, "host has an invalid IPv6 address")
 		}
-		name = "[" + name + "]"
+		name = name[1 : len(name)-1]
 	}
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	if name == "" || name == "[]" || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+	if strings.ContainsAny(name, "[]") {
 		return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
+	}
+	if bracketed || strings.Contains(name, ":") {
+		if !bracketed || !strings.Contains(name, ":") || net.ParseIP(name) == nil {
+			return "", Errorf(EINVALID, "host has an invalid IPv6 address")
+		}
+		name = "[" + strings.ToLower(name) + "]"
+	} else {
+		// Fold one trailing dot (the root label) and refuse empty labels,
+		// checked after folding so that the result is itself canonical.
+		name = strings.ToLower(strings.TrimSuffix(name, "."))
+		if name == "" || strings.Contains(name, "..") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") {
+			return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
+		}
 	}
 	if port != "" {
 		return name + ":" + port, nil
@@ -151,12 +179,13 @@ func NormalizeBaseURL(raw string) (string, error) {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return "", Errorf(EINVALID, "base URL %s must start with https:// or http://", strconv.Quote(raw))
 	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" {
 		return "", Errorf(EINVALID, "base URL %s must be scheme://host[:port][/path] without user, query or fragment", strconv.Quote(raw))
 	}
-	if _, err := NormalizeHost(u.Host); err != nil {
+	host, err := NormalizeHost(u.Host)
+	if err != nil {
 		return "", Errorf(EINVALID, "base URL %s has an invalid host", strconv.Quote(raw))
 	}
-	u.Host = strings.ToLower(u.Host)
+	u.Host = host
 	return strings.TrimRight(u.String(), "/"), nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 )
 
@@ -85,6 +86,13 @@ func Equal(a, b string) bool {
 type Secret string
 
 func (s Secret) String() string { return Hint(string(s)) }
+
+// Format makes every fmt verb print the hint: without it %#v, and verbs
+// that do not apply to strings such as %d, print the raw key and bypass
+// String.
+func (s Secret) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, fmt.FormatString(f, verb), Hint(string(s)))
+}
 
 // LogValue implements slog.LogValuer so a Secret never reaches a log whole.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(Hint(string(s))) }

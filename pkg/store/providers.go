@@ -20,6 +20,9 @@ func (d *DB) AddProviderKey(ctx context.Context, host, baseURL string, injectUsa
 		err := tx.QueryRowContext(ctx, "SELECT id, base_url FROM providers WHERE host = ?", host).Scan(&id, &current)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
+			if baseURL == "" {
+				return aiproxy.Errorf(aiproxy.EINVALID, "provider %s is new: it needs a base URL", host)
+			}
 			inject := true
 			if injectUsage != nil {
 				inject = *injectUsage

@@ -37,6 +37,12 @@ type DB struct {
 // schema up to date. A missing folder is created with mode 0700 and a new
 // file with mode 0600. A database written by a newer aiproxy is refused.
 func Open(ctx context.Context, path string) (*DB, error) {
+	return open(ctx, path, BusyTimeout)
+}
+
+// open is Open with a chosen busy timeout, so that tests of a held write
+// lock need not wait BusyTimeout.
+func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, error) {
 	if path == "" {
 		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path is empty")
 	}
@@ -46,7 +52,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err := prepareFile(path); err != nil {
 		return nil, err
 	}
-	dsn := path + "?_pragma=busy_timeout(" + fmt.Sprint(BusyTimeout.Milliseconds()) + ")" +
+	dsn := path + "?_pragma=busy_timeout(" + fmt.Sprint(busyTimeout.Milliseconds()) + ")" +
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)" +
 		"&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	sdb, err := sql.Open("sqlite", dsn)
@@ -128,13 +134,25 @@ func (d *DB) Ping(ctx context.Context) error {
 // Backup writes a consistent snapshot of the live database to dst, which
 // must not exist yet.
 func (d *DB) Backup(ctx context.Context, dst string) error {
-	if _, err := os.Stat(dst); err == nil {
+	// Create dst empty, owner-only and exclusively: VACUUM INTO fills an
+	// empty file, and the snapshot is never readable by others, not even
+	// for a moment, nor written over a file that appeared meanwhile.
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
 		return aiproxy.Errorf(aiproxy.ECONFLICT, "backup file %s already exists", dst)
 	}
+	if err != nil {
+		return aiproxy.Errorf(aiproxy.EINVALID, "create backup file %s: %v", dst, unwrapPathError(err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("backup to %s: %w", dst, err)
+	}
 	if _, err := d.sql.ExecContext(ctx, "VACUUM INTO ?", dst); err != nil {
+		os.Remove(dst)
 		return dbError(fmt.Errorf("backup to %s: %w", dst, err))
 	}
-	return os.Chmod(dst, 0o600)
+	return nil
 }
 
 func (d *DB) migrate(ctx context.Context) error {

@@ -11,10 +11,15 @@ import (
 
 // CreateUser stores a new user with the hash and hint of its key.
 // It returns ECONFLICT if the name is taken.
+//
+// The new id is above every id in users and in usage: SQLite would otherwise
+// reuse the id of a just-deleted last user (users.id has no AUTOINCREMENT),
+// and the new user would inherit that user's usage in ListUsers and /me.
 func (d *DB) CreateUser(ctx context.Context, name, keyHash, keyHint string, createdAt time.Time, expiresAt *time.Time) error {
 	return d.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx,
-			"INSERT INTO users (name, key_hash, key_hint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+		_, err := tx.ExecContext(ctx, `INSERT INTO users (id, name, key_hash, key_hint, created_at, expires_at)
+			VALUES (1 + MAX(COALESCE((SELECT MAX(id) FROM users), 0), COALESCE((SELECT MAX(user_id) FROM usage), 0)),
+			        ?, ?, ?, ?, ?)`,
 			name, keyHash, keyHint, ms(createdAt), nullMS(expiresAt))
 		if isUnique(err) {
 			return aiproxy.Errorf(aiproxy.ECONFLICT, "user %s already exists", name)
