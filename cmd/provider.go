@@ -1,0 +1,224 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/aiproxy/aiproxy/pkg/admin"
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+)
+
+func newProviderCmd(app *appContext) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "provider",
+		Short: "Add, list and remove provider hosts and their keys",
+		Long:  "A provider is an upstream host (api.openai.com, api.groq.com, …) with a base URL and one or more real API keys, which aiproxy uses in turn.",
+		RunE:  groupRunE,
+	}
+	c.AddCommand(
+		newProviderAddCmd(app),
+		newProviderListCmd(app),
+		newProviderRemoveCmd(app),
+		newProviderSetCmd(app),
+	)
+	return c
+}
+
+// maxKeyInput bounds what `-` reads from stdin for a key.
+const maxKeyInput = 64 << 10
+
+// readKey returns arg, or, when arg is "-", the first line read from in
+// without its line ending. On a terminal it prompts on errOut and does not
+// echo what is typed.
+func readKey(arg string, in io.Reader, errOut io.Writer) (string, error) {
+	if arg != "-" {
+		return arg, nil
+	}
+	if in == nil {
+		return "", nil
+	}
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(errOut, "key: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(errOut)
+		if err != nil {
+			return "", fmt.Errorf("read key from terminal: %w", err)
+		}
+		return string(b), nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(in, maxKeyInput)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("read key from stdin: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+type providerAddOptions struct {
+	Host, Key, BaseURL string
+	Inject, NoInject   bool
+	InjectSet          bool // --inject-usage given
+	NoInjectSet        bool // --no-inject-usage given
+}
+
+func newProviderAddCmd(app *appContext) *cobra.Command {
+	var opts providerAddOptions
+	c := &cobra.Command{
+		Use:   "add HOST KEY",
+		Short: "Store one more key for a provider host",
+		Long: "Store KEY for HOST, creating the host if needed with base URL https://HOST (or --base-url).\n" +
+			"Give KEY as - to read it from stdin, which keeps it out of the shell history.",
+		Example: "  aiproxy provider add api.openai.com sk-…\n" +
+			"  aiproxy provider add api.groq.com - --base-url https://api.groq.com/openai < groq.key",
+		Args: argsExact("HOST", "KEY"),
+		RunE: func(c *cobra.Command, args []string) error {
+			opts.Host, opts.Key = args[0], args[1]
+			opts.InjectSet = c.Flags().Changed("inject-usage")
+			opts.NoInjectSet = c.Flags().Changed("no-inject-usage")
+			return runProviderAdd(c.Context(), app, c.InOrStdin(), c.ErrOrStderr(), opts)
+		},
+	}
+	c.Flags().StringVar(&opts.BaseURL, "base-url", "", "base URL requests are sent to (default https://HOST)")
+	c.Flags().BoolVar(&opts.Inject, "inject-usage", false, "ask this host's streams for a usage chunk when the client did not (default for a new host)")
+	c.Flags().BoolVar(&opts.NoInject, "no-inject-usage", false, "never add stream_options to this host's requests")
+	return c
+}
+
+func runProviderAdd(ctx context.Context, app *appContext, in io.Reader, errOut io.Writer, opts providerAddOptions) error {
+	var inject *bool
+	switch {
+	case opts.InjectSet && opts.NoInjectSet:
+		return aiproxy.Errorf(aiproxy.EINVALID, "give --inject-usage or --no-inject-usage, not both")
+	case opts.InjectSet:
+		inject = &opts.Inject
+	case opts.NoInjectSet:
+		v := !opts.NoInject
+		inject = &v
+	}
+	key, err := readKey(opts.Key, in, errOut)
+	if err != nil {
+		return err
+	}
+	svc, err := app.service(ctx)
+	if err != nil {
+		return err
+	}
+	return svc.AddProviderKey(ctx, admin.ProviderKey{Host: opts.Host, Key: key, BaseURL: opts.BaseURL, InjectUsage: inject})
+}
+
+func newProviderRemoveCmd(app *appContext) *cobra.Command {
+	return &cobra.Command{
+		Use:     "remove HOST [KEY]",
+		Aliases: []string{"rm"},
+		Short:   "Remove one key of a provider, or the whole host",
+		Long:    "Remove KEY from HOST (- reads it from stdin); removing a host's last key removes the host. Without KEY, remove HOST and all its keys.",
+		Args:    argsRange(1, "HOST", "KEY"),
+		RunE: func(c *cobra.Command, args []string) error {
+			key := ""
+			if len(args) == 2 {
+				var err error
+				if key, err = readKey(args[1], c.InOrStdin(), c.ErrOrStderr()); err != nil {
+					return err
+				}
+				if strings.TrimSpace(key) == "" {
+					// An empty KEY must not fall through to "remove the host".
+					return aiproxy.Errorf(aiproxy.EINVALID, "provider key must not be empty")
+				}
+			}
+			svc, err := app.service(c.Context())
+			if err != nil {
+				return err
+			}
+			return svc.RemoveProvider(c.Context(), args[0], key)
+		},
+	}
+}
+
+func newProviderSetCmd(app *appContext) *cobra.Command {
+	var inject bool
+	c := &cobra.Command{
+		Use:   "set HOST --inject-usage=true|false",
+		Short: "Change a provider's settings",
+		Long: "Change a provider's settings. --inject-usage=false stops aiproxy from adding\n" +
+			"stream_options.include_usage to streamed requests, for hosts that refuse it.",
+		Args: argsExact("HOST"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if !c.Flags().Changed("inject-usage") {
+				return fmt.Errorf("provider set: nothing to change: give --inject-usage=true or --inject-usage=false (see '%s --help')", c.CommandPath())
+			}
+			svc, err := app.service(c.Context())
+			if err != nil {
+				return err
+			}
+			return svc.SetProviderInjectUsage(c.Context(), args[0], inject)
+		},
+	}
+	c.Flags().BoolVar(&inject, "inject-usage", true, "ask this host's streams for a usage chunk when the client did not")
+	return c
+}
+
+type providerListOptions struct{ JSON bool }
+
+func newProviderListCmd(app *appContext) *cobra.Command {
+	var opts providerListOptions
+	c := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List provider hosts, base URLs and key hints (never keys)",
+		Args:    argsExact(),
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runProviderList(c.Context(), app, c.OutOrStdout(), opts)
+		},
+	}
+	addJSONFlag(c, &opts.JSON)
+	return c
+}
+
+func runProviderList(ctx context.Context, app *appContext, out io.Writer, opts providerListOptions) error {
+	svc, err := app.service(ctx)
+	if err != nil {
+		return err
+	}
+	ps, err := svc.ListProviders(ctx)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		if ps == nil {
+			ps = []aiproxy.Provider{}
+		}
+		for i := range ps {
+			ps[i].Keys = nil // never marshalled; dropped all the same
+			if ps[i].KeyHints == nil {
+				ps[i].KeyHints = []string{}
+			}
+		}
+		return writeJSON(out, ps)
+	}
+	return providerListing(ps).write(out)
+}
+
+func providerListing(ps []aiproxy.Provider) listing {
+	l := listing{Header: []string{"HOST", "BASE URL", "KEYS", "KEY HINTS", "INJECT USAGE"}}
+	for _, p := range ps {
+		inject := cell{Text: "yes"}
+		if !p.InjectUsage {
+			inject = cell{Text: "no", Tone: toneMuted}
+		}
+		l.Rows = append(l.Rows, []cell{
+			{Text: p.Host},
+			{Text: p.BaseURL},
+			{Text: strconv.Itoa(p.KeyCount)},
+			{Text: strings.Join(p.KeyHints, ", ")},
+			inject,
+		})
+	}
+	return l
+}

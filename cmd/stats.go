@@ -1,0 +1,144 @@
+package cmd
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/aiproxy/aiproxy/pkg/admin"
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+)
+
+type statsOptions struct {
+	User, Since, By string
+	JSON            bool
+}
+
+func newStatsCmd(app *appContext) *cobra.Command {
+	var opts statsOptions
+	c := &cobra.Command{
+		Use:   "stats",
+		Short: "Show usage totals: requests, errors, prompt/completion/total tokens",
+		Long: "Show usage totals of the proxied requests, for everyone or one --user, since a time,\n" +
+			"as one totals row or grouped --by user, model, provider or day (UTC).",
+		Example: "  aiproxy stats --since 7d --by day\n" +
+			"  aiproxy stats --user alice --by model --json",
+		Args: argsExact(),
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runStats(c.Context(), app, c.OutOrStdout(), opts)
+		},
+	}
+	c.Flags().StringVar(&opts.User, "user", "", "only this user's requests")
+	c.Flags().StringVar(&opts.Since, "since", "", "only requests since D: a duration back from now (24h, 7d), a date (2027-01-31, UTC) or an RFC 3339 time")
+	c.Flags().StringVar(&opts.By, "by", "", "group by user, model, provider or day")
+	addJSONFlag(c, &opts.JSON)
+	return c
+}
+
+func runStats(ctx context.Context, app *appContext, out io.Writer, opts statsOptions) error {
+	svc, err := app.service(ctx)
+	if err != nil {
+		return err
+	}
+	rows, err := svc.Stats(ctx, admin.StatsQuery{User: opts.User, Since: opts.Since, By: opts.By})
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(out, statsJSONRows(rows, opts.By))
+	}
+	l := statsListing(rows, opts.By)
+	if opts.By == aiproxy.ByDay && isTerminal(out) {
+		l = withBars(l, rows, 24)
+	}
+	return l.write(out)
+}
+
+// statsJSON is one row of `stats --json`: the --by field named after the
+// grouping (absent without --by), then the totals.
+type statsJSON struct {
+	User             *string `json:"user,omitempty"`
+	Model            *string `json:"model,omitempty"`
+	Provider         *string `json:"provider,omitempty"`
+	Day              *string `json:"day,omitempty"`
+	Requests         int64   `json:"requests"`
+	Errors           int64   `json:"errors"`
+	Partial          int64   `json:"partial"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	TotalTokens      int64   `json:"total_tokens"`
+}
+
+func statsJSONRows(rows []aiproxy.StatsRow, by string) []statsJSON {
+	out := make([]statsJSON, 0, len(rows))
+	for _, r := range rows {
+		j := statsJSON{
+			Requests:         r.Requests,
+			Errors:           r.Errors,
+			Partial:          r.Partial,
+			PromptTokens:     r.PromptTokens,
+			CompletionTokens: r.CompletionTokens,
+			TotalTokens:      r.TotalTokens,
+		}
+		key := r.Key
+		switch by {
+		case aiproxy.ByUser:
+			j.User = &key
+		case aiproxy.ByModel:
+			j.Model = &key
+		case aiproxy.ByProvider:
+			j.Provider = &key
+		case aiproxy.ByDay:
+			j.Day = &key
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+func statsListing(rows []aiproxy.StatsRow, by string) listing {
+	l := listing{Header: []string{"REQUESTS", "ERRORS", "PARTIAL", "PROMPT TOKENS", "COMPLETION TOKENS", "TOTAL TOKENS"}}
+	if by != "" {
+		l.Header = append([]string{strings.ToUpper(by)}, l.Header...)
+	}
+	n := func(v int64) cell { return cell{Text: strconv.FormatInt(v, 10)} }
+	for _, r := range rows {
+		var row []cell
+		if by != "" {
+			key := cell{Text: r.Key}
+			if r.Key == "" {
+				key = cell{Text: "-", Tone: toneMuted} // e.g. a request without a model
+			}
+			row = append(row, key)
+		}
+		row = append(row, n(r.Requests), n(r.Errors), n(r.Partial), n(r.PromptTokens), n(r.CompletionTokens), n(r.TotalTokens))
+		l.Rows = append(l.Rows, row)
+	}
+	return l
+}
+
+// withBars adds a bar chart column to a stats listing: total tokens per row,
+// or requests when no row has any tokens.
+func withBars(l listing, rows []aiproxy.StatsRow, width int) listing {
+	value := func(r aiproxy.StatsRow) int64 { return r.TotalTokens }
+	label := "TOKENS"
+	var top int64
+	for _, r := range rows {
+		top = max(top, r.TotalTokens)
+	}
+	if top == 0 {
+		value = func(r aiproxy.StatsRow) int64 { return r.Requests }
+		label = "REQUESTS"
+		for _, r := range rows {
+			top = max(top, r.Requests)
+		}
+	}
+	l.Header = append(l.Header, label)
+	for i, r := range rows {
+		l.Rows[i] = append(l.Rows[i], cell{Text: bar(value(r), top, width), Tone: toneAccent})
+	}
+	return l
+}
