@@ -1,7 +1,9 @@
 -- Users hold one proxy key each, stored only as its SHA-256 hash and a hint.
 -- Times are Unix milliseconds (UTC), so the schema ports to PostgreSQL BIGINT.
+-- AUTOINCREMENT: an id is never reused, so a new user never inherits the
+-- usage records of a deleted one.
 CREATE TABLE users (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     name        TEXT    NOT NULL UNIQUE,
     key_hash    TEXT    NOT NULL UNIQUE,
     key_hint    TEXT    NOT NULL,

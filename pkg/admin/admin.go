@@ -94,6 +94,11 @@ func (s *Service) SetUserExpiry(ctx context.Context, name string, exp Expiry) er
 	if err := s.checkFuture(exp); err != nil {
 		return err
 	}
+	if !exp.Set {
+		// Nothing to change; a missing user is still an error.
+		_, err := s.db.UserByName(ctx, name)
+		return err
+	}
 	return s.db.SetUserExpiry(ctx, name, exp.At)
 }
 
@@ -136,17 +141,10 @@ func (s *Service) AddProviderKey(ctx context.Context, p ProviderKey) error {
 			return err
 		}
 	}
-	_, err = s.db.ProviderByHost(ctx, host)
-	switch aiproxy.ErrorCode(err) {
-	case aiproxy.ENOTFOUND:
-		if baseURL == "" {
-			baseURL = "https://" + host
-		}
-	case "":
-	default:
-		return err
-	}
-	return s.db.AddProviderKey(ctx, host, baseURL, p.InjectUsage, key, keys.Hash(key), keys.Hint(key), s.Now())
+	return s.db.AddProviderKey(ctx, store.ProviderKey{
+		Host: host, BaseURL: baseURL, DefaultBaseURL: "https://" + host, InjectUsage: p.InjectUsage,
+		Secret: key, KeyHash: keys.Hash(key), KeyHint: keys.Hint(key),
+	}, s.Now())
 }
 
 // validateProviderKey trims surrounding space and refuses an empty key or

@@ -316,6 +316,19 @@ func TestService_SetUserExpiry(t *testing.T) {
 	wantCode(t, "SetUserExpiry(past)", f.svc.SetUserExpiry(ctx, "alice", at(exp.Add(-time.Minute))), aiproxy.EINVALID)
 	wantCode(t, "SetUserExpiry(missing)", f.svc.SetUserExpiry(ctx, "nobody", never), aiproxy.ENOTFOUND)
 	wantCode(t, "SetUserExpiry(bad name)", f.svc.SetUserExpiry(ctx, "", never), aiproxy.EINVALID)
+
+	// An unset Expiry changes nothing: the expiry stays.
+	later := exp.Add(time.Hour)
+	if err := f.svc.SetUserExpiry(ctx, "alice", at(later)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.SetUserExpiry(ctx, "alice", admin.Expiry{}); err != nil {
+		t.Fatalf("SetUserExpiry(unset) error = %v", err)
+	}
+	if u, err := f.svc.Authenticate(ctx, k); err != nil || u.ExpiresAt == nil || !u.ExpiresAt.Equal(later) {
+		t.Errorf("after SetUserExpiry(unset): %+v, %v; want the expiry %v kept", u, err, later)
+	}
+	wantCode(t, "SetUserExpiry(missing, unset)", f.svc.SetUserExpiry(ctx, "nobody", admin.Expiry{}), aiproxy.ENOTFOUND)
 }
 
 func TestService_DeleteUser(t *testing.T) {

@@ -9,23 +9,38 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 )
 
-// AddProviderKey stores one more key for host. A new host is created with
-// baseURL (which must then be set) and injectUsage; for a known host an empty
-// baseURL keeps its URL, a different one is ECONFLICT, and injectUsage, when
-// not nil, updates its flag. The same key twice for one host is ECONFLICT.
-func (d *DB) AddProviderKey(ctx context.Context, host, baseURL string, injectUsage *bool, secret, keyHash, keyHint string, now time.Time) error {
+// ProviderKey is one key to add to a provider.
+type ProviderKey struct {
+	Host string
+	// BaseURL, when set, must match a known host's URL. A new host gets
+	// BaseURL, or DefaultBaseURL when BaseURL is empty.
+	BaseURL, DefaultBaseURL string
+	// InjectUsage, when not nil, sets the host's flag (a new host: true).
+	InjectUsage              *bool
+	Secret, KeyHash, KeyHint string
+}
+
+// AddProviderKey stores one more key for a host, creating the host when it
+// is new, in one transaction. A base URL different from a known host's, or
+// the same key twice for one host, is ECONFLICT.
+func (d *DB) AddProviderKey(ctx context.Context, k ProviderKey, now time.Time) error {
+	host := k.Host
 	return d.write(ctx, func(tx *sql.Tx) error {
 		var id int64
 		var current string
 		err := tx.QueryRowContext(ctx, "SELECT id, base_url FROM providers WHERE host = ?", host).Scan(&id, &current)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
+			baseURL := k.BaseURL
+			if baseURL == "" {
+				baseURL = k.DefaultBaseURL
+			}
 			if baseURL == "" {
 				return aiproxy.Errorf(aiproxy.EINVALID, "provider %s is new: it needs a base URL", host)
 			}
 			inject := true
-			if injectUsage != nil {
-				inject = *injectUsage
+			if k.InjectUsage != nil {
+				inject = *k.InjectUsage
 			}
 			err = tx.QueryRowContext(ctx,
 				"INSERT INTO providers (host, base_url, inject_usage, created_at) VALUES (?, ?, ?, ?) RETURNING id",
@@ -36,19 +51,19 @@ func (d *DB) AddProviderKey(ctx context.Context, host, baseURL string, injectUsa
 		case err != nil:
 			return err
 		default:
-			if baseURL != "" && baseURL != current {
+			if k.BaseURL != "" && k.BaseURL != current {
 				return aiproxy.Errorf(aiproxy.ECONFLICT,
 					"provider %s already has base URL %s: remove it first to change the URL", host, current)
 			}
-			if injectUsage != nil {
-				if _, err := tx.ExecContext(ctx, "UPDATE providers SET inject_usage = ? WHERE id = ?", *injectUsage, id); err != nil {
+			if k.InjectUsage != nil {
+				if _, err := tx.ExecContext(ctx, "UPDATE providers SET inject_usage = ? WHERE id = ?", *k.InjectUsage, id); err != nil {
 					return err
 				}
 			}
 		}
 		_, err = tx.ExecContext(ctx,
 			"INSERT INTO provider_keys (provider_id, secret, key_hash, key_hint, created_at) VALUES (?, ?, ?, ?, ?)",
-			id, secret, keyHash, keyHint, ms(now))
+			id, k.Secret, k.KeyHash, k.KeyHint, ms(now))
 		if isUnique(err) {
 			return aiproxy.Errorf(aiproxy.ECONFLICT, "provider %s already has this key", host)
 		}
@@ -106,6 +121,11 @@ func (d *DB) ListProviders(ctx context.Context) ([]aiproxy.Provider, error) {
 // ProviderByHost returns host with its secret keys, for the proxy.
 // It returns ENOTFOUND for an unknown host.
 func (d *DB) ProviderByHost(ctx context.Context, host string) (aiproxy.Provider, error) {
+	p, err := d.cache.provider(ctx, host, func() (aiproxy.Provider, error) { return d.providerByHost(ctx, host) })
+	return p, dbError(err)
+}
+
+func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider, error) {
 	ps, err := d.providers(ctx, host, true)
 	if err != nil {
 		return aiproxy.Provider{}, err

@@ -18,7 +18,7 @@ import (
 // service does.
 func addKey(t *testing.T, d *store.DB, host, baseURL, secret string) error {
 	t.Helper()
-	return d.AddProviderKey(t.Context(), host, baseURL, nil, secret, keys.Hash(secret), keys.Hint(secret), t0)
+	return d.AddProviderKey(t.Context(), store.ProviderKey{Host: host, BaseURL: baseURL, InjectUsage: nil, Secret: secret, KeyHash: keys.Hash(secret), KeyHint: keys.Hint(secret)}, t0)
 }
 
 func TestAddProviderKey(t *testing.T) {
@@ -108,7 +108,7 @@ func TestAddProviderKey_InjectUsage(t *testing.T) {
 	}
 	add := func(secret string, v *bool) {
 		t.Helper()
-		if err := d.AddProviderKey(ctx, "local:11434", "http://local:11434", v, secret, keys.Hash(secret), keys.Hint(secret), t0); err != nil {
+		if err := d.AddProviderKey(ctx, store.ProviderKey{Host: "local:11434", BaseURL: "http://local:11434", InjectUsage: v, Secret: secret, KeyHash: keys.Hash(secret), KeyHint: keys.Hint(secret)}, t0); err != nil {
 			t.Fatal(err)
 		}
 	}

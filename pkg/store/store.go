@@ -29,8 +29,9 @@ const BusyTimeout = 5 * time.Second
 
 // DB is an open aiproxy database.
 type DB struct {
-	sql  *sql.DB
-	path string
+	sql   *sql.DB
+	path  string
+	cache *cache
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -46,8 +47,8 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 	if path == "" {
 		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path is empty")
 	}
-	if strings.ContainsAny(path, "?#") {
-		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path %q must not contain ? or #", path)
+	if strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
+		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path %q must be a plain file path, without file:, ? or #", path)
 	}
 	if err := prepareFile(path); err != nil {
 		return nil, err
@@ -61,6 +62,10 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 	}
 	d := &DB{sql: sdb, path: path}
 	if err := d.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, openError(path, err)
+	}
+	if d.cache, err = newCache(ctx, sdb); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
 	}
@@ -123,7 +128,10 @@ func openError(path string, err error) error {
 func (d *DB) Path() string { return d.path }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.sql.Close() }
+func (d *DB) Close() error {
+	d.cache.close()
+	return d.sql.Close()
+}
 
 // Ping checks that the database answers a query.
 func (d *DB) Ping(ctx context.Context) error {

@@ -418,7 +418,7 @@ func TestBackup(t *testing.T) {
 	exp := t0.Add(48 * time.Hour)
 	createUser(t, d, "alice", nil)
 	bobKey := createUser(t, d, "bob", &exp)
-	if err := d.AddProviderKey(ctx, "api.groq.com", "https://api.groq.com/openai", nil, "gsk_secret", keys.Hash("gsk_secret"), keys.Hint("gsk_secret"), t0); err != nil {
+	if err := d.AddProviderKey(ctx, store.ProviderKey{Host: "api.groq.com", BaseURL: "https://api.groq.com/openai", InjectUsage: nil, Secret: "gsk_secret", KeyHash: keys.Hash("gsk_secret"), KeyHint: keys.Hint("gsk_secret")}, t0); err != nil {
 		t.Fatal(err)
 	}
 

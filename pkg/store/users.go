@@ -11,15 +11,10 @@ import (
 
 // CreateUser stores a new user with the hash and hint of its key.
 // It returns ECONFLICT if the name is taken.
-//
-// The new id is above every id in users and in usage: SQLite would otherwise
-// reuse the id of a just-deleted last user (users.id has no AUTOINCREMENT),
-// and the new user would inherit that user's usage in ListUsers and /me.
 func (d *DB) CreateUser(ctx context.Context, name, keyHash, keyHint string, createdAt time.Time, expiresAt *time.Time) error {
 	return d.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO users (id, name, key_hash, key_hint, created_at, expires_at)
-			VALUES (1 + MAX(COALESCE((SELECT MAX(id) FROM users), 0), COALESCE((SELECT MAX(user_id) FROM usage), 0)),
-			        ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx,
+			"INSERT INTO users (name, key_hash, key_hint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
 			name, keyHash, keyHint, ms(createdAt), nullMS(expiresAt))
 		if isUnique(err) {
 			return aiproxy.Errorf(aiproxy.ECONFLICT, "user %s already exists", name)
@@ -99,6 +94,11 @@ func scanUser(s scanner) (aiproxy.User, error) {
 // UserByKeyHash returns the user whose key hashes to keyHash, or
 // EUNAUTHORIZED. The lookup uses the unique index on key_hash.
 func (d *DB) UserByKeyHash(ctx context.Context, keyHash string) (aiproxy.User, error) {
+	u, err := d.cache.user(ctx, keyHash, func() (aiproxy.User, error) { return d.userByKeyHash(ctx, keyHash) })
+	return u, dbError(err)
+}
+
+func (d *DB) userByKeyHash(ctx context.Context, keyHash string) (aiproxy.User, error) {
 	u, err := scanUser(d.sql.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE key_hash = ?", keyHash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")

@@ -1,0 +1,637 @@
+// Package proxy is aiproxy's streaming reverse proxy: it authenticates a
+// user key, picks one of the provider's stored keys, and forwards the
+// request to the provider's base URL, streaming the answer back as it
+// arrives and recording usage off the request path.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/admin"
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/openai"
+	"github.com/aiproxy/aiproxy/pkg/usage"
+)
+
+// Config tunes the proxy. Zero durations take the defaults noted.
+type Config struct {
+	// DefaultProvider serves requests without X-Host-Final.
+	DefaultProvider string
+	// Fallback providers are used when the store has no entry for a host
+	// (OPENAI_API_KEY for api.openai.com).
+	Fallback map[string]aiproxy.Provider
+	// MaxBody is the largest request body accepted (default 32 MiB).
+	MaxBody int64
+	// DialTimeout bounds connecting to an upstream (default 10 s).
+	DialTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake (default 10 s).
+	TLSHandshakeTimeout time.Duration
+	// HeaderTimeout bounds the wait for the upstream's response headers
+	// (default 10 min: a non-stream completion answers only when done).
+	HeaderTimeout time.Duration
+	// IdleTimeout aborts a response whose upstream sends nothing for this
+	// long (default 5 min). A stream has no total deadline.
+	IdleTimeout time.Duration
+	// DenyPrivate refuses, at dial time, upstreams whose address is
+	// loopback, private, link-local, unspecified or multicast (SSRF-3).
+	// Off by default: local model servers are a main use.
+	DenyPrivate bool
+	// Transport, when set, replaces the default upstream transport.
+	Transport http.RoundTripper
+}
+
+// Proxy forwards authenticated requests to registered providers.
+type Proxy struct {
+	svc       *admin.Service
+	rec       *usage.Recorder
+	log       *slog.Logger
+	cfg       Config
+	transport http.RoundTripper
+	next      atomic.Uint64 // round-robin over a provider's keys
+	now       func() time.Time
+}
+
+// New returns a Proxy. rec may be nil, in which case usage is not recorded.
+func New(svc *admin.Service, rec *usage.Recorder, log *slog.Logger, cfg Config) *Proxy {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 32 << 20
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.TLSHandshakeTimeout <= 0 {
+		cfg.TLSHandshakeTimeout = 10 * time.Second
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 10 * time.Minute
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.DefaultProvider == "" {
+		cfg.DefaultProvider = "api.openai.com"
+	}
+	p := &Proxy{svc: svc, rec: rec, log: log, cfg: cfg, transport: cfg.Transport, now: time.Now}
+	if p.transport == nil {
+		p.transport = NewTransport(cfg)
+	}
+	return p
+}
+
+// NewTransport returns the pooled upstream transport: keep-alive with up
+// to 100 idle connections per host, bounded dial, TLS and header waits, and
+// no total deadline.
+func NewTransport(cfg Config) *http.Transport {
+	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if cfg.DenyPrivate {
+		d.Control = denyPrivate
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1000,
+		MaxIdleConnsPerHost:   100,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: cfg.HeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// errPrivate is the dial error for a refused private address.
+var errPrivate = errors.New("upstream address is private or loopback and --deny-private-upstreams is set")
+
+// denyPrivate runs after name resolution, on the address actually dialled,
+// so DNS rebinding cannot get around it.
+func denyPrivate(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return err
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+		return errPrivate
+	}
+	return nil
+}
+
+// CloseIdle closes idle upstream connections.
+func (p *Proxy) CloseIdle() {
+	if t, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+// Error codes and types of the OpenAI error body.
+const (
+	typeInvalid = "invalid_request_error"
+	typeAuth    = "authentication_error"
+	typeAPI     = "api_error"
+)
+
+// Route says where a proxied request goes: Host is the provider named by
+// the path or X-Host-Final ("" for header or default), Path the path to
+// append to its base URL.
+type Route struct {
+	Host string
+	Path string
+}
+
+// exchange is the state of one proxied request, used for its usage record
+// and its log line.
+type exchange struct {
+	start    time.Time
+	user     aiproxy.User
+	provider string
+	model    string
+	path     string
+	status   int
+	ttfb     time.Duration
+	streamed bool
+	partial  bool
+	bytes    int64
+	tokens   openai.Usage
+	recorded bool // a user was authenticated: the request is recorded
+	done     bool // finish has run
+	errMsg   string
+}
+
+// Serve proxies r along route.
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
+	x := &exchange{start: p.now(), path: r.URL.Path}
+	defer p.finish(r, x)
+
+	host := route.Host
+	if host == "" {
+		hv := r.Header.Values("X-Host-Final")
+		switch len(hv) {
+		case 0:
+			host = p.cfg.DefaultProvider
+		case 1:
+			host = hv[0]
+		default:
+			p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid, "X-Host-Final must be given once")
+			return
+		}
+	}
+	norm, err := aiproxy.NormalizeHost(host)
+	if err != nil {
+		p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid,
+			"X-Host-Final must be a bare host[:port] of a registered provider")
+		return
+	}
+	x.provider = norm
+
+	user, err := p.authenticate(r)
+	if err != nil {
+		code := "invalid_api_key"
+		if aiproxy.ErrorCode(err) == aiproxy.EEXPIRED {
+			code = "key_expired"
+		}
+		if c := aiproxy.ErrorCode(err); c != aiproxy.EUNAUTHORIZED && c != aiproxy.EEXPIRED {
+			p.internal(w, x, err)
+			return
+		}
+		p.fail(w, x, http.StatusUnauthorized, code, typeAuth, aiproxy.ErrorMessage(err))
+		return
+	}
+	x.user, x.recorded = user, true
+
+	prov, err := p.provider(r.Context(), norm)
+	if err != nil {
+		if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
+			p.fail(w, x, http.StatusNotFound, "unknown_provider", typeInvalid,
+				"provider "+strconv.Quote(norm)+" is not registered on this proxy")
+			return
+		}
+		p.internal(w, x, err)
+		return
+	}
+	if len(prov.Keys) == 0 {
+		p.fail(w, x, http.StatusBadGateway, "upstream_unreachable", typeAPI, "provider "+norm+" has no key")
+		return
+	}
+
+	out, key, strip, ok := p.outgoing(w, r, x, route, prov)
+	if !ok {
+		return
+	}
+	p.roundTrip(w, r, out, x, key, strip)
+}
+
+// authenticate checks the Authorization header: exactly one, "Bearer KEY".
+func (p *Proxy) authenticate(r *http.Request) (aiproxy.User, error) {
+	hv := r.Header.Values("Authorization")
+	if len(hv) != 1 {
+		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…")
+	}
+	key, ok := bearer(hv[0])
+	if !ok {
+		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…")
+	}
+	u, err := p.svc.Authenticate(r.Context(), key)
+	if aiproxy.ErrorCode(err) == aiproxy.EUNAUTHORIZED {
+		// One answer for every refused key, whatever the reason.
+		return u, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")
+	}
+	return u, err
+}
+
+// Bearer returns the token of an "Authorization: Bearer TOKEN" value.
+func bearer(v string) (string, bool) {
+	const prefix = "bearer "
+	if len(v) <= len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(prefix):]), true
+}
+
+// Bearer is exported for the server's /me and /admin routes.
+func Bearer(r *http.Request) (string, bool) {
+	hv := r.Header.Values("Authorization")
+	if len(hv) != 1 {
+		return "", false
+	}
+	return bearer(hv[0])
+}
+
+func (p *Proxy) provider(ctx context.Context, host string) (aiproxy.Provider, error) {
+	prov, err := p.svc.Provider(ctx, host)
+	if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
+		if fb, ok := p.cfg.Fallback[host]; ok {
+			return fb, nil
+		}
+	}
+	return prov, err
+}
+
+// Registered reports whether host names a provider the proxy can reach;
+// the server uses it to route /{host}/… paths.
+func (p *Proxy) Registered(ctx context.Context, host string) bool {
+	norm, err := aiproxy.NormalizeHost(host)
+	if err != nil {
+		return false
+	}
+	_, err = p.provider(ctx, norm)
+	return err == nil
+}
+
+// hopHeaders are removed in both directions (RFC 9110 section 7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
+// outgoing builds the upstream request: the provider's URL, its key, the
+// client's headers without hop-by-hop ones, X-Host-Final, the client's key,
+// Accept-Encoding (so usage can be read) or client-IP headers. It reads a
+// JSON body (bounded by MaxBody) to learn the model and, for a streamed chat
+// completion whose client did not ask for usage, to ask the upstream for it.
+func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, route Route, prov aiproxy.Provider) (out *http.Request, key string, strip, ok bool) {
+	if r.ContentLength > p.cfg.MaxBody {
+		p.tooLarge(w, x)
+		return nil, "", false, false
+	}
+	target := prov.BaseURL + routePath(r, route)
+	if q := r.URL.RawQuery; q != "" {
+		target += "?" + q
+	}
+	body := r.Body
+	length := r.ContentLength
+	if r.Body != nil && r.Body != http.NoBody && isJSON(r.Header.Get("Content-Type")) {
+		buf, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				p.tooLarge(w, x)
+			} else {
+				p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid, "could not read the request body")
+			}
+			return nil, "", false, false
+		}
+		info := openai.InspectRequest(buf)
+		x.model = info.Model
+		x.streamed = info.Stream
+		if info.Stream && !info.IncludeUsage && prov.InjectUsage && strings.HasSuffix(route.Path+r.URL.Path, "/chat/completions") {
+			if nb, ok := openai.InjectIncludeUsage(buf); ok {
+				buf, strip = nb, true
+			}
+		}
+		body, length = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
+	} else if r.Body != nil && r.Body != http.NoBody {
+		body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBody)
+		// Let the upstream answer while the client is still sending.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, body)
+	if err != nil {
+		p.internal(w, x, err)
+		return nil, "", false, false
+	}
+	if body == nil || body == http.NoBody {
+		out.Body = http.NoBody
+	}
+	out.ContentLength = length
+	out.Header = r.Header.Clone()
+	removeHopHeaders(out.Header)
+	out.Header.Del("X-Host-Final")
+	out.Header.Del("Accept-Encoding")
+	out.Header.Del("Forwarded")
+	out.Header.Del("X-Forwarded-For")
+	out.Header.Del("X-Forwarded-Host")
+	out.Header.Del("X-Forwarded-Proto")
+	out.Header.Del("X-Real-Ip")
+	out.Header.Del("Cf-Connecting-Ip")
+	out.Header.Del("True-Client-Ip")
+	out.Header.Del("Cookie")
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = nil // Go would add its own
+	}
+	key = prov.Keys[int(p.next.Add(1)%uint64(len(prov.Keys)))]
+	out.Header.Set("Authorization", "Bearer "+key)
+	return out, key, strip, true
+}
+
+// routePath is the path appended to the base URL: the request path for
+// /v1/… and /openai/…, the rest after /{host} for a host-named route.
+func routePath(r *http.Request, route Route) string {
+	if route.Path != "" {
+		return route.Path
+	}
+	if r.URL.RawPath != "" {
+		return r.URL.RawPath
+	}
+	return r.URL.Path
+}
+
+func isJSON(ct string) bool {
+	if ct == "" {
+		return true // curl -d sends form type; SDKs send application/json
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// roundTrip sends out and streams the answer to w as it arrives.
+func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Request, x *exchange, key string, strip bool) {
+	ctx, cancel := context.WithCancel(out.Context())
+	defer cancel()
+	out = out.WithContext(ctx)
+	res, err := p.transport.RoundTrip(out)
+	if err != nil {
+		p.upstreamError(w, r, x, err)
+		return
+	}
+	defer res.Body.Close()
+	x.ttfb = p.now().Sub(x.start)
+	x.status = res.StatusCode
+
+	// The idle timer cancels a response whose upstream falls silent.
+	idle := time.AfterFunc(p.cfg.IdleTimeout, cancel)
+	defer idle.Stop()
+
+	sse := isEventStream(res.Header.Get("Content-Type"))
+	var body io.Reader
+	var scanned interface{ Usage() openai.Usage }
+	if sse {
+		x.streamed = true
+		s := openai.NewStreamScanner(res.Body, strip)
+		body, scanned = s, s
+		if strip {
+			res.Header.Del("Content-Length")
+			res.ContentLength = -1
+		}
+	} else {
+		s := openai.NewBodyScanner(res.Body, 4<<20)
+		body, scanned = s, s
+		if res.StatusCode >= 400 {
+			body = scrub(body, key)
+		}
+	}
+
+	h := w.Header()
+	for k, vv := range res.Header {
+		if strings.HasPrefix(k, "Access-Control-") {
+			continue // the server's CORS headers replace the upstream's
+		}
+		h[k] = vv
+	}
+	removeHopHeaders(h)
+	if len(res.Trailer) > 0 {
+		names := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		h.Set("Trailer", strings.Join(names, ", "))
+	}
+	w.WriteHeader(res.StatusCode)
+
+	flush := sse || res.ContentLength < 0
+	rc := http.NewResponseController(w)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var readErr error
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			idle.Reset(p.cfg.IdleTimeout)
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				x.partial = true // the client went away
+				break
+			}
+			x.bytes += int64(n)
+			if flush {
+				if ferr := rc.Flush(); ferr != nil {
+					x.partial = true
+					break
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			readErr = err
+			break
+		}
+	}
+	x.tokens = scanned.Usage()
+	if x.tokens.Model != "" {
+		x.model = x.tokens.Model
+	}
+	if readErr != nil {
+		x.partial = true
+		if r.Context().Err() != nil {
+			return // the client left: nothing more to send
+		}
+		x.errMsg = readErr.Error()
+		// The upstream broke off: abort the client's response so it can't
+		// be taken for complete.
+		p.finish(r, x)
+		panic(http.ErrAbortHandler)
+	}
+	for k, vv := range res.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+// scrub masks the provider key wherever an upstream error body echoes it
+// (KEY-5), keeping the length so Content-Length stays right. Error bodies
+// are small; only their first MiB is searched.
+func scrub(body io.Reader, key string) io.Reader {
+	head, err := io.ReadAll(io.LimitReader(body, 1<<20))
+	k := []byte(key)
+	if len(k) >= 8 && bytes.Contains(head, k) {
+		mask := bytes.Repeat([]byte("*"), len(k))
+		copy(mask, k[:3])
+		copy(mask[len(mask)-4:], k[len(k)-4:])
+		head = bytes.ReplaceAll(head, k, mask)
+	}
+	if err != nil {
+		return io.MultiReader(bytes.NewReader(head), errReader{err})
+	}
+	return io.MultiReader(bytes.NewReader(head), body)
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func isEventStream(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "text/event-stream"
+}
+
+// upstreamError answers a failed round trip: 504 when the upstream sent
+// no headers in time, 413 for a body over the limit, nothing when the
+// client left, 502 otherwise. The error's text (it holds URLs) goes only
+// to the log.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	x.errMsg = err.Error()
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &mbe):
+		p.tooLarge(w, x)
+	case r.Context().Err() != nil:
+		x.status, x.partial = 499, true // client closed the request; nobody reads an answer
+	case errors.As(err, &oe) && oe.Op == "dial":
+		p.fail(w, x, http.StatusBadGateway, "upstream_unreachable", typeAPI, "could not connect to the provider")
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		p.fail(w, x, http.StatusGatewayTimeout, "upstream_timeout", typeAPI, "the provider did not answer in time")
+	default:
+		p.fail(w, x, http.StatusBadGateway, "upstream_unreachable", typeAPI, "the provider could not be reached")
+	}
+}
+
+func (p *Proxy) tooLarge(w http.ResponseWriter, x *exchange) {
+	p.fail(w, x, http.StatusRequestEntityTooLarge, "request_too_large", typeInvalid,
+		"request body is larger than "+strconv.FormatInt(p.cfg.MaxBody, 10)+" bytes")
+}
+
+func (p *Proxy) internal(w http.ResponseWriter, x *exchange, err error) {
+	x.errMsg = err.Error()
+	p.fail(w, x, http.StatusInternalServerError, "internal_error", typeAPI, "internal error")
+}
+
+// fail writes an OpenAI-shaped error answered by aiproxy itself.
+func (p *Proxy) fail(w http.ResponseWriter, x *exchange, status int, code, typ, msg string) {
+	x.status = status
+	openai.WriteError(w, status, code, typ, msg)
+}
+
+// finish logs the request and queues its usage record.
+func (p *Proxy) finish(r *http.Request, x *exchange) {
+	if x.done {
+		return
+	}
+	x.done = true
+	dur := p.now().Sub(x.start)
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", x.path),
+		slog.String("user", x.user.Name),
+		slog.String("provider", x.provider),
+		slog.String("model", x.model),
+		slog.Int("status", x.status),
+		slog.Float64("dur_ms", float64(dur.Microseconds())/1000),
+		slog.Int64("bytes", x.bytes),
+		slog.Bool("streamed", x.streamed),
+	}
+	if x.partial {
+		attrs = append(attrs, slog.Bool("partial", true))
+	}
+	if t := x.tokens.PromptTokens; t != nil {
+		attrs = append(attrs, slog.Int64("prompt_tokens", *t))
+	}
+	if t := x.tokens.CompletionTokens; t != nil {
+		attrs = append(attrs, slog.Int64("completion_tokens", *t))
+	}
+	if x.errMsg != "" {
+		attrs = append(attrs, slog.String("err", x.errMsg))
+	}
+	level := slog.LevelInfo
+	if x.status >= 500 || x.errMsg != "" {
+		level = slog.LevelWarn
+	}
+	p.log.LogAttrs(r.Context(), level, "proxy", attrs...)
+
+	if !x.recorded || p.rec == nil {
+		return
+	}
+	p.rec.Record(aiproxy.Usage{
+		Time:             x.start,
+		UserID:           x.user.ID,
+		UserName:         x.user.Name,
+		Provider:         x.provider,
+		Model:            x.model,
+		Path:             x.path,
+		Status:           x.status,
+		PromptTokens:     x.tokens.PromptTokens,
+		CompletionTokens: x.tokens.CompletionTokens,
+		TotalTokens:      x.tokens.TotalTokens,
+		ReasoningTokens:  x.tokens.ReasoningTokens,
+		CachedTokens:     x.tokens.CachedTokens,
+		Duration:         dur,
+		TTFB:             x.ttfb,
+		Streamed:         x.streamed,
+		Partial:          x.partial,
+	})
+}

@@ -1,0 +1,219 @@
+// Package server is aiproxy's HTTP surface: it dispatches proxy paths to
+// pkg/proxy and serves the admin, self-service (/me) and health routes,
+// with CORS, panic recovery and one log line per request.
+package server
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/admin"
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/openai"
+	"github.com/aiproxy/aiproxy/pkg/proxy"
+)
+
+// Config holds the server's settings.
+type Config struct {
+	// AccessToken enables the admin routes; empty turns them off.
+	AccessToken string
+	// CORSOrigins, when not empty, are the only origins allowed to read
+	// proxy and /me answers; empty allows any origin ("*").
+	CORSOrigins []string
+}
+
+// Server is the http.Handler of `aiproxy serve`.
+type Server struct {
+	svc   *admin.Service
+	px    *proxy.Proxy
+	log   *slog.Logger
+	cfg   Config
+	mux   *http.ServeMux
+	guard *tokenGuard
+}
+
+// New returns the handler for svc and px.
+func New(svc *admin.Service, px *proxy.Proxy, log *slog.Logger, cfg Config) *Server {
+	s := &Server{svc: svc, px: px, log: log, cfg: cfg, mux: http.NewServeMux(), guard: newTokenGuard()}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /me", s.me)
+	s.mux.HandleFunc("POST /me/reset", s.meReset)
+	s.mux.HandleFunc("/me", s.methodNotAllowed("GET"))
+	s.mux.HandleFunc("/me/reset", s.methodNotAllowed("POST"))
+	s.registerAdmin(s.mux)
+	s.mux.HandleFunc("/", s.forbidden)
+	return s
+}
+
+// ServeHTTP dispatches on the first path segment. Proxy paths (openai,
+// v<digits>, a registered provider host) go to the proxy before the mux, as
+// `v<digits>` cannot be a mux pattern and /{token}/… would clash with them.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("panic", "path", redactPath(r.URL.Path), "panic", v)
+			openai.WriteError(w, http.StatusInternalServerError, "internal_error", "api_error", "internal error")
+		}
+	}()
+	seg, rest := firstSegment(r.URL.Path)
+	switch {
+	case seg == "openai" || isVersion(seg):
+		if s.cors(w, r) {
+			return
+		}
+		s.px.Serve(w, r, proxy.Route{})
+		return
+	case seg == "me":
+		if s.cors(w, r) {
+			return
+		}
+	case seg == "healthz" || seg == "admin" || seg == "":
+	case strings.ContainsAny(seg, ".:") && s.px.Registered(r.Context(), seg):
+		if s.cors(w, r) {
+			return
+		}
+		if rest == "" {
+			rest = "/"
+		}
+		s.px.Serve(w, r, proxy.Route{Host: seg, Path: rest})
+		return
+	}
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "http",
+		slog.String("method", r.Method),
+		slog.String("path", redactPath(r.URL.Path)),
+		slog.Int("status", rec.status),
+		slog.Float64("dur_ms", float64(time.Since(start).Microseconds())/1000))
+}
+
+// firstSegment splits "/a/b/c" into "a" and "/b/c".
+func firstSegment(p string) (string, string) {
+	p = strings.TrimPrefix(p, "/")
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i:]
+	}
+	return p, ""
+}
+
+// isVersion reports whether seg is "v" followed by one or more digits.
+func isVersion(seg string) bool {
+	if len(seg) < 2 || seg[0] != 'v' {
+		return false
+	}
+	for i := 1; i < len(seg); i++ {
+		if seg[i] < '0' || seg[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// redactPath hides the admin token (first segment of a token route) and a
+// provider key in an addkey path, so neither reaches a log.
+func redactPath(p string) string {
+	seg, rest := firstSegment(p)
+	switch {
+	case seg == "me" || seg == "healthz" || seg == "" || seg == "openai" || isVersion(seg):
+		return p
+	case seg != "admin":
+		p = "/***" + rest
+	}
+	if i := strings.Index(p, "/addkey/"); i >= 0 {
+		tail := p[i+len("/addkey/"):]
+		if j := strings.IndexByte(tail, '/'); j >= 0 {
+			p = p[:i] + "/addkey/" + tail[:j] + "/***"
+		}
+	}
+	return p
+}
+
+// statusRecorder remembers the status written through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.svc.Ping(r.Context()); err != nil {
+		s.log.Error("healthz", "err", err)
+		openai.WriteError(w, http.StatusServiceUnavailable, "unavailable", "api_error", "database does not answer")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// forbidden is the one answer for unknown paths and wrong admin tokens.
+func (s *Server) forbidden(w http.ResponseWriter, r *http.Request) {
+	openai.WriteError(w, http.StatusForbidden, "forbidden", "permission_error", "forbidden")
+}
+
+func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Allow", allow)
+		openai.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "invalid_request_error",
+			"method "+r.Method+" is not allowed here; use "+allow)
+	}
+}
+
+// writeError answers err as OpenAI-shaped JSON with the status its code
+// maps to. Internal errors are logged and shown only as "internal error".
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, typ := errorStatus(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "path", redactPath(r.URL.Path), "err", err)
+	}
+	openai.WriteError(w, status, code, typ, aiproxy.ErrorMessage(err))
+}
+
+func errorStatus(err error) (int, string, string) {
+	switch aiproxy.ErrorCode(err) {
+	case aiproxy.EINVALID:
+		return http.StatusBadRequest, "invalid_request", "invalid_request_error"
+	case aiproxy.EUNAUTHORIZED:
+		return http.StatusUnauthorized, "invalid_api_key", "authentication_error"
+	case aiproxy.EEXPIRED:
+		return http.StatusUnauthorized, "key_expired", "authentication_error"
+	case aiproxy.EFORBIDDEN:
+		return http.StatusForbidden, "forbidden", "permission_error"
+	case aiproxy.ENOTFOUND:
+		return http.StatusNotFound, "not_found", "invalid_request_error"
+	case aiproxy.ECONFLICT:
+		return http.StatusConflict, "conflict", "invalid_request_error"
+	case aiproxy.EUNAVAILABLE:
+		return http.StatusServiceUnavailable, "unavailable", "api_error"
+	}
+	return http.StatusInternalServerError, "internal_error", "api_error"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// wantsJSON reports whether the client asked for a JSON answer.
+func wantsJSON(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "application/json")
+}
