@@ -59,8 +59,7 @@ func Execute(ctx context.Context, args []string, s Streams) int {
 }
 
 func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func newRoot(app *appContext) *cobra.Command {

@@ -157,7 +157,8 @@ func TestServe_EndToEnd(t *testing.T) {
 	}
 	// The stream's usage was flushed before exit.
 	out, _, _ := runCLI(t, "--db", db, "stats", "--json")
-	if !strings.Contains(out, `"requests":1`) {
+	var rows []struct{ Requests, TotalTokens int64 }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 || rows[0].Requests != 1 {
 		t.Errorf("stats after shutdown = %s, want 1 request", out)
 	}
 }
