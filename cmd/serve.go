@@ -40,6 +40,7 @@ func newServeCmd(app *appContext) *cobra.Command {
 	f.Duration("upstream-dial-timeout", 10*time.Second, "longest wait to connect to an upstream")
 	f.Duration("stream-idle-timeout", 5*time.Minute, "abort a response whose upstream sends nothing for this long")
 	f.Duration("shutdown-grace", 25*time.Second, "how long in-flight requests may finish after SIGTERM")
+	f.Bool("deny-private-upstreams", false, "refuse upstreams whose address is loopback, private or link-local (checked at dial time)")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("log-format", "", "text or json (default text on a terminal, json otherwise)")
 	return c
@@ -85,6 +86,7 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer) error {
 		DialTimeout:     v.GetDuration("upstream-dial-timeout"),
 		HeaderTimeout:   v.GetDuration("upstream-header-timeout"),
 		IdleTimeout:     v.GetDuration("stream-idle-timeout"),
+		DenyPrivate:     v.GetBool("deny-private-upstreams"),
 	}
 	rec := usage.New(svc.RecordUsage, log, 10000)
 	px := proxy.New(svc, rec, log, cfg)
