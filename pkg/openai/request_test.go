@@ -1,0 +1,213 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func nested(open, close string, n int, inner string) string {
+	return strings.Repeat(open, n) + inner + strings.Repeat(close, n)
+}
+
+var inspectTests = []struct {
+	name string
+	body string
+	want RequestInfo
+}{
+	{"plain", `{"model":"gpt-4o","messages":[],"stream":true}`, RequestInfo{Model: "gpt-4o", Stream: true, Valid: true}},
+	{"include_usage", `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`, RequestInfo{Model: "m", Stream: true, IncludeUsage: true, Valid: true}},
+	{"include_usage false", `{"stream":true,"stream_options":{"include_usage":false}}`, RequestInfo{Stream: true, Valid: true}},
+	{"include_usage string", `{"stream":true,"stream_options":{"include_usage":"true"}}`, RequestInfo{Stream: true, Valid: true}},
+	{"stream_options null", `{"stream":true,"stream_options":null}`, RequestInfo{Stream: true, Valid: true}},
+	{"stream_options repeated, last wins", `{"stream":true,"stream_options":{"include_usage":true},"stream_options":{}}`, RequestInfo{Stream: true, Valid: true}},
+	{"include_usage repeated, last wins", `{"stream_options":{"include_usage":false,"include_usage":true}}`, RequestInfo{IncludeUsage: true, Valid: true}},
+	{"not streamed", `{"model":"m"}`, RequestInfo{Model: "m", Valid: true}},
+	{"stream false", `{"stream":false}`, RequestInfo{Valid: true}},
+	{"stream yes", `{"stream":"yes"}`, RequestInfo{Valid: true}},
+	{"stream 1", `{"stream":1}`, RequestInfo{Valid: true}},
+	{"duplicate stream, last false", `{"stream":true,"stream":false}`, RequestInfo{Valid: true}},
+	{"duplicate stream, last true", `{"stream":false,"stream":true}`, RequestInfo{Stream: true, Valid: true}},
+	{"model repeated, last wins", `{"model":"a","model":"b"}`, RequestInfo{Model: "b", Valid: true}},
+	{"model not a string", `{"model":"a","model":7}`, RequestInfo{Valid: true}},
+	{"model escaped", `{"model":"gpt\u002d4o \"x\" \ud83d\ude00 \ud800"}`, RequestInfo{Model: "gpt-4o \"x\" 😀 \uFFFD", Valid: true}},
+	{"key escaped", `{"str\u0065am":true,"\u006dodel":"m"}`, RequestInfo{Model: "m", Stream: true, Valid: true}},
+	{"key differs in case", `{"Stream":true,"MODEL":"m"}`, RequestInfo{Valid: true}},
+	{"nested keys ignored", `{"messages":[{"model":"x","stream":true}],"metadata":{"stream":true}}`, RequestInfo{Valid: true}},
+	{"white space", " \t\r\n{ \"model\" : \"m\" , \"stream\" : true } \n", RequestInfo{Model: "m", Stream: true, Valid: true}},
+	{"empty object", `{}`, RequestInfo{Valid: true}},
+	{"every value kind", `{"a":[1,-0.5e+3,0,1E9,true,false,null,"s",{},[]],"b":{"c":{"d":[{}]}}}`, RequestInfo{Valid: true}},
+	{"unicode", `{"model":"é😀","messages":[{"content":"日本語"}]}`, RequestInfo{Model: "é😀", Valid: true}},
+	{"depth 10000", `{"a":` + nested("[", "]", 9999, "") + `}`, RequestInfo{Valid: true}},
+
+	{"empty", ``, RequestInfo{}},
+	{"space", `   `, RequestInfo{}},
+	{"open brace", `{`, RequestInfo{}},
+	{"array", `[]`, RequestInfo{}},
+	{"null", `null`, RequestInfo{}},
+	{"string", `"x"`, RequestInfo{}},
+	{"number", `1`, RequestInfo{}},
+	{"trailing comma", `{"a":1,}`, RequestInfo{}},
+	{"trailing comma in array", `{"a":[1,]}`, RequestInfo{}},
+	{"missing colon", `{"a" 1}`, RequestInfo{}},
+	{"missing value", `{"a":}`, RequestInfo{}},
+	{"unquoted key", `{a:1}`, RequestInfo{}},
+	{"single quotes", `{'a':1}`, RequestInfo{}},
+	{"trailing garbage", `{"stream":true} x`, RequestInfo{}},
+	{"two objects", `{}{}`, RequestInfo{}},
+	{"mismatched close", `{"a":[}`, RequestInfo{}},
+	{"mismatched close 2", `{"a":{]}`, RequestInfo{}},
+	{"unterminated string", `{"model":"gpt`, RequestInfo{}},
+	{"control byte in string", "{\"model\":\"a\nb\"}", RequestInfo{}},
+	{"bad escape", `{"model":"\x"}`, RequestInfo{}},
+	{"short unicode escape", `{"model":"\u12"}`, RequestInfo{}},
+	{"invalid UTF-8 in value", "{\"model\":\"\xff\"}", RequestInfo{}},
+	{"invalid UTF-8 in key", "{\"\xc3\":1}", RequestInfo{}},
+	{"invalid UTF-8 in long string", "{\"a\":\"" + strings.Repeat("abcdefgh", 10) + "\xed\xa0\x80\"}", RequestInfo{}},
+	{"invalid UTF-8 bytes", "\xff\xfe", RequestInfo{}},
+	{"byte order mark", "\xef\xbb\xbf{}", RequestInfo{}},
+	{"leading zero", `{"a":01}`, RequestInfo{}},
+	{"bare fraction", `{"a":.5}`, RequestInfo{}},
+	{"empty fraction", `{"a":1.}`, RequestInfo{}},
+	{"empty exponent", `{"a":1e}`, RequestInfo{}},
+	{"plus sign", `{"a":+1}`, RequestInfo{}},
+	{"bad literal", `{"a":tru}`, RequestInfo{}},
+	{"long literal", `{"a":nulll}`, RequestInfo{}},
+	{"NaN", `{"a":NaN}`, RequestInfo{}},
+	{"depth 10001", `{"a":` + nested("[", "]", 10000, "") + `}`, RequestInfo{}},
+	{"10k deep arrays", nested("[", "]", 10000, ""), RequestInfo{}},
+	{"100k unclosed", `{"a":` + strings.Repeat("[", 100000), RequestInfo{}},
+	{"100k unclosed objects", strings.Repeat(`{"a":`, 100000), RequestInfo{}},
+}
+
+func TestInspectRequest(t *testing.T) {
+	for _, tc := range inspectTests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := InspectRequest([]byte(tc.body))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("InspectRequest(%.60q) differs (-want +got):\n%s", tc.body, diff)
+			}
+			// encoding/json agrees on validity (it accepts invalid UTF-8,
+			// which InspectRequest refuses).
+			if jv := json.Valid([]byte(tc.body)) && strings.HasPrefix(strings.TrimLeft(tc.body, " \t\r\n"), "{") && !strings.Contains(tc.name, "UTF-8"); jv != got.Valid {
+				t.Errorf("InspectRequest(%.60q).Valid = %v, encoding/json says %v", tc.body, got.Valid, jv)
+			}
+		})
+	}
+}
+
+func TestInspectRequestLargeImage(t *testing.T) {
+	got := InspectRequest(benchRequest())
+	if want := (RequestInfo{Model: "gpt-4o", Stream: true, Valid: true}); got != want {
+		t.Errorf("InspectRequest(5 MB body) = %+v, want %+v", got, want)
+	}
+	body := benchRequest()
+	if a := testing.AllocsPerRun(5, func() { InspectRequest(body) }); a > 1 {
+		t.Errorf("InspectRequest(5 MB body) allocates %v times, want 1 (the model)", a)
+	}
+}
+
+func TestInjectIncludeUsage(t *testing.T) {
+	const so = `"stream_options":{"include_usage":true}`
+	tests := []struct {
+		name   string
+		body   string
+		want   string
+		wantOK bool
+	}{
+		{"no stream_options", `{"model":"m","stream":true}`, `{` + so + `,"model":"m","stream":true}`, true},
+		{"white space kept", " {\n  \"stream\": true\n}\n", " {" + so + ",\n  \"stream\": true\n}\n", true},
+		{"stream_options empty", `{"stream":true,"stream_options":{}}`, `{"stream":true,"stream_options":{"include_usage":true}}`, true},
+		{"stream_options empty with space", `{"stream":true,"stream_options":{ }}`, `{"stream":true,"stream_options":{"include_usage":true }}`, true},
+		{"stream_options other member", `{"stream":true,"stream_options":{"x":1}}`, `{"stream":true,"stream_options":{"include_usage":true,"x":1}}`, true},
+		{"include_usage false", `{"stream_options":{"x":1,"include_usage":false},"stream":true}`, `{"stream_options":{"x":1,"include_usage":true},"stream":true}`, true},
+		{"include_usage null", `{"stream":true,"stream_options":{"include_usage" : null }}`, `{"stream":true,"stream_options":{"include_usage" : true }}`, true},
+		{"include_usage string", `{"stream":true,"stream_options":{"include_usage":"no"}}`, `{"stream":true,"stream_options":{"include_usage":true}}`, true},
+		{"stream_options null", `{"stream":true,"stream_options":null,"n":1}`, `{"stream":true,"stream_options":{"include_usage":true},"n":1}`, true},
+
+		{"already asked", `{"stream":true,"stream_options":{"include_usage":true}}`, "", false},
+		{"not a stream", `{"model":"m"}`, "", false},
+		{"stream false", `{"stream":false}`, "", false},
+		{"stream string", `{"stream":"true"}`, "", false},
+		{"duplicate stream", `{"stream":false,"stream":true}`, "", false},
+		{"duplicate stream_options", `{"stream":true,"stream_options":{},"stream_options":{}}`, "", false},
+		{"duplicate include_usage", `{"stream":true,"stream_options":{"include_usage":false,"include_usage":false}}`, "", false},
+		{"stream_options string", `{"stream":true,"stream_options":"x"}`, "", false},
+		{"stream_options array", `{"stream":true,"stream_options":[]}`, "", false},
+		{"invalid JSON", `{"stream":true,}`, "", false},
+		{"array", `[{"stream":true}]`, "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := []byte(tc.body)
+			orig := bytes.Clone(in)
+			got, ok := InjectIncludeUsage(in)
+			if !bytes.Equal(in, orig) {
+				t.Fatalf("InjectIncludeUsage modified its input")
+			}
+			if ok != tc.wantOK {
+				t.Fatalf("InjectIncludeUsage(%q) ok = %v, want %v", tc.body, ok, tc.wantOK)
+			}
+			if !ok {
+				if !bytes.Equal(got, in) {
+					t.Errorf("InjectIncludeUsage(%q) = %q, false; want the body unchanged", tc.body, got)
+				}
+				return
+			}
+			if string(got) != tc.want {
+				t.Errorf("InjectIncludeUsage(%q) = %q, want %q", tc.body, got, tc.want)
+			}
+			checkInjected(t, in, got)
+		})
+	}
+}
+
+// checkInjected checks the promises of InjectIncludeUsage(in) = out, true.
+func checkInjected(t *testing.T, in, out []byte) {
+	t.Helper()
+	if !json.Valid(out) {
+		t.Fatalf("InjectIncludeUsage(%q) = %q: not valid JSON", in, out)
+	}
+	before, after := InspectRequest(in), InspectRequest(out)
+	want := before
+	want.IncludeUsage = true
+	if after != want {
+		t.Fatalf("InspectRequest(InjectIncludeUsage(%q)) = %+v, want %+v", in, after, want)
+	}
+	// Apart from stream_options, the two bodies decode the same.
+	var a, b map[string]json.RawMessage
+	if err := json.Unmarshal(in, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out, &b); err != nil {
+		t.Fatal(err)
+	}
+	var so map[string]any
+	if err := json.Unmarshal(b["stream_options"], &so); err != nil || so["include_usage"] != true {
+		t.Fatalf("InjectIncludeUsage(%q): stream_options = %s", in, b["stream_options"])
+	}
+	if old, ok := a["stream_options"]; ok && string(old) != "null" {
+		var oso map[string]any
+		if err := json.Unmarshal(old, &oso); err != nil {
+			t.Fatal(err)
+		}
+		oso["include_usage"] = true
+		if diff := cmp.Diff(oso, so); diff != "" {
+			t.Fatalf("InjectIncludeUsage(%q): stream_options members changed (-want +got):\n%s", in, diff)
+		}
+	}
+	delete(a, "stream_options")
+	delete(b, "stream_options")
+	if diff := cmp.Diff(a, b, cmp.Transformer("compact", func(r json.RawMessage) string {
+		var buf bytes.Buffer
+		_ = json.Compact(&buf, r)
+		return buf.String()
+	})); diff != "" {
+		t.Fatalf("InjectIncludeUsage(%q) changed other members (-in +out):\n%s", in, diff)
+	}
+}
