@@ -171,7 +171,7 @@ func relWantError(t *testing.T, what string, status int, header http.Header, bod
 
 // relSend sends a request with any headers (repeated ones too) and reads
 // the whole answer.
-func relSend(t *testing.T, client *http.Client, method, url, body string, hdr http.Header) answer {
+func relSend(t *testing.T, client *http.Client, method, url, body string, hdr http.Header) relReply {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -196,7 +196,7 @@ func relSend(t *testing.T, client *http.Client, method, url, body string, hdr ht
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, url, err)
 	}
-	return answer{status: res.StatusCode, header: res.Header, body: string(b)}
+	return relReply{status: res.StatusCode, header: res.Header, body: string(b)}
 }
 
 // relHdr builds a header from pairs.
@@ -380,4 +380,11 @@ func relWaitUsage(t *testing.T, h *harness, n int64, timeout time.Duration) {
 // leaves no idle connection behind.
 func relNoKeepAlive() *http.Client {
 	return &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+}
+
+// relReply is one response, read whole.
+type relReply struct {
+	status int
+	header http.Header
+	body   string
 }
