@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -116,23 +117,54 @@ func isVersion(seg string) bool {
 	return true
 }
 
-// redactPath hides the admin token (first segment of a token route) and a
-// provider key in an addkey path, so neither reaches a log.
+// redactPath returns p fit for a log: the admin token (the first segment
+// of a /{token}/… path) and a provider key (addkey/{host}/{key},
+// provider/{host}/{key}) become ***. It works on the cleaned path, the one
+// the mux routes, so that /me/../TOKEN/users is redacted too, and keeps of a
+// token or /admin path only a known admin verb and its argument: anything
+// else there could be a token or key shifted by an escaped slash.
 func redactPath(p string) string {
-	seg, rest := firstSegment(p)
-	switch {
-	case seg == "me" || seg == "healthz" || seg == "" || seg == "openai" || isVersion(seg):
+	p = cleanPath(p)
+	segs := strings.Split(p[1:], "/")
+	first := segs[0]
+	if first == "me" || first == "healthz" || first == "" || first == "openai" || isVersion(first) {
 		return p
-	case seg != "admin":
-		p = "/***" + rest
 	}
-	if i := strings.Index(p, "/addkey/"); i >= 0 {
-		tail := p[i+len("/addkey/"):]
-		if j := strings.IndexByte(tail, '/'); j >= 0 {
-			p = p[:i] + "/addkey/" + tail[:j] + "/***"
+	if first != "admin" {
+		segs[0] = "***"
+	}
+	switch {
+	case len(segs) < 2:
+	case adminVerbs[segs[1]]:
+		if len(segs) > 3 {
+			segs = append(segs[:3], "***")
 		}
+	default:
+		segs = append(segs[:1], "***")
 	}
-	return p
+	return "/" + strings.Join(segs, "/")
+}
+
+// adminVerbs are the second segments of the admin routes.
+var adminVerbs = map[string]bool{
+	"register": true, "reset": true, "delete": true, "expire": true, "addkey": true,
+	"users": true, "providers": true, "provider": true, "stats": true,
+}
+
+// cleanPath is the path the mux routes p to: rooted, without . and ..
+// elements or repeated slashes, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // statusRecorder remembers the status written through it.
