@@ -65,6 +65,10 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 		sdb.Close()
 		return nil, openError(path, err)
 	}
+	if err := checkWritable(ctx, sdb, busyTimeout); err != nil {
+		sdb.Close()
+		return nil, openError(path, err)
+	}
 	if d.cache, err = newCache(ctx, sdb); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
@@ -101,6 +105,46 @@ func unwrapPathError(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return pe.Err
+	}
+	return err
+}
+
+// checkWritable fails with SQLITE_READONLY when this process cannot write
+// the database. SQLite opens a file it may not write (permissions, a
+// read-only mount, a read-only -wal) read-only without a word, and even
+// BEGIN IMMEDIATE succeeds there in WAL mode; without this check serve would
+// start and then fail every write. So it writes page 1 (user_version, to
+// its own value) in a transaction it rolls back, which asks SQLite itself
+// whatever the cause. It never waits: busy_timeout is 0 on this connection
+// meanwhile, and a write lock held by another process is taken as proof
+// enough that the file is writable.
+func checkWritable(ctx context.Context, sdb *sql.DB, busyTimeout time.Duration) error {
+	conn, err := sdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var version int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = 0"); err != nil {
+		return err
+	}
+	_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+	switch {
+	case err == nil:
+		_, err = conn.ExecContext(ctx, "PRAGMA user_version = "+fmt.Sprint(version))
+		if _, rerr := conn.ExecContext(ctx, "ROLLBACK"); err == nil {
+			err = rerr
+		}
+	case sqliteCode(err)&0xff == sqlite3.SQLITE_BUSY:
+		err = nil
+	}
+	// The connection goes back to the pool: restore its busy timeout, or
+	// fail the open so that the pool is closed with it.
+	if _, rerr := conn.ExecContext(ctx, "PRAGMA busy_timeout = "+fmt.Sprint(busyTimeout.Milliseconds())); err == nil {
+		err = rerr
 	}
 	return err
 }
