@@ -48,55 +48,13 @@ func runStats(ctx context.Context, app *appContext, out io.Writer, opts statsOpt
 		return err
 	}
 	if opts.JSON {
-		return writeJSON(out, statsJSONRows(rows, opts.By))
+		return writeJSON(out, admin.StatsJSON(opts.By, rows))
 	}
 	l := statsListing(rows, opts.By)
 	if opts.By == aiproxy.ByDay && isTerminal(out) {
 		l = withBars(l, rows, 24)
 	}
 	return l.write(out)
-}
-
-// statsJSON is one row of `stats --json`: the --by field named after the
-// grouping (absent without --by), then the totals.
-type statsJSON struct {
-	User             *string `json:"user,omitempty"`
-	Model            *string `json:"model,omitempty"`
-	Provider         *string `json:"provider,omitempty"`
-	Day              *string `json:"day,omitempty"`
-	Requests         int64   `json:"requests"`
-	Errors           int64   `json:"errors"`
-	Partial          int64   `json:"partial"`
-	PromptTokens     int64   `json:"prompt_tokens"`
-	CompletionTokens int64   `json:"completion_tokens"`
-	TotalTokens      int64   `json:"total_tokens"`
-}
-
-func statsJSONRows(rows []aiproxy.StatsRow, by string) []statsJSON {
-	out := make([]statsJSON, 0, len(rows))
-	for _, r := range rows {
-		j := statsJSON{
-			Requests:         r.Requests,
-			Errors:           r.Errors,
-			Partial:          r.Partial,
-			PromptTokens:     r.PromptTokens,
-			CompletionTokens: r.CompletionTokens,
-			TotalTokens:      r.TotalTokens,
-		}
-		key := r.Key
-		switch by {
-		case aiproxy.ByUser:
-			j.User = &key
-		case aiproxy.ByModel:
-			j.Model = &key
-		case aiproxy.ByProvider:
-			j.Provider = &key
-		case aiproxy.ByDay:
-			j.Day = &key
-		}
-		out = append(out, j)
-	}
-	return out
 }
 
 func statsListing(rows []aiproxy.StatsRow, by string) listing {
