@@ -2,8 +2,12 @@ package server
 
 import (
 	"net/http"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/openai"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 )
 
@@ -31,6 +35,17 @@ func (s *Server) meReset(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…"))
 		return
 	}
+	u, err := s.svc.Authenticate(r.Context(), key)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if wait := s.resets.take(u.ID); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+		openai.WriteError(w, http.StatusTooManyRequests, "rate_limited", "rate_limit_error",
+			"this key was reset moments ago; try again later")
+		return
+	}
 	name, nk, err := s.svc.ResetOwnKey(r.Context(), key)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -48,4 +63,41 @@ func writeText(w http.ResponseWriter, s string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte(s + "\n"))
+}
+
+// resetInterval is the shortest time between two self-resets of one user:
+// a leaked key cannot be used to spin through new keys (PLAN-3).
+const resetInterval = 10 * time.Second
+
+// resetThrottle remembers each user's last self-reset.
+type resetThrottle struct {
+	mu   sync.Mutex
+	now  func() time.Time
+	last map[int64]time.Time
+}
+
+func newResetThrottle() *resetThrottle {
+	return &resetThrottle{now: time.Now, last: map[int64]time.Time{}}
+}
+
+// take records a reset for user and returns 0, or how long the user must
+// wait if the last reset was under resetInterval ago.
+func (t *resetThrottle) take(user int64) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if last, ok := t.last[user]; ok {
+		if wait := last.Add(resetInterval).Sub(now); wait > 0 {
+			return wait
+		}
+	}
+	if len(t.last) > 10_000 {
+		for id, last := range t.last {
+			if now.Sub(last) >= resetInterval {
+				delete(t.last, id)
+			}
+		}
+	}
+	t.last[user] = now
+	return 0
 }

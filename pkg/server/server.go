@@ -28,17 +28,18 @@ type Config struct {
 
 // Server is the http.Handler of `aiproxy serve`.
 type Server struct {
-	svc   *admin.Service
-	px    *proxy.Proxy
-	log   *slog.Logger
-	cfg   Config
-	mux   *http.ServeMux
-	guard *tokenGuard
+	svc    *admin.Service
+	px     *proxy.Proxy
+	log    *slog.Logger
+	cfg    Config
+	mux    *http.ServeMux
+	guard  *tokenGuard
+	resets *resetThrottle
 }
 
 // New returns the handler for svc and px.
 func New(svc *admin.Service, px *proxy.Proxy, log *slog.Logger, cfg Config) *Server {
-	s := &Server{svc: svc, px: px, log: log, cfg: cfg, mux: http.NewServeMux(), guard: newTokenGuard()}
+	s := &Server{svc: svc, px: px, log: log, cfg: cfg, mux: http.NewServeMux(), guard: newTokenGuard(), resets: newResetThrottle()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /me", s.me)
 	s.mux.HandleFunc("POST /me/reset", s.meReset)

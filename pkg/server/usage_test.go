@@ -270,8 +270,13 @@ func TestSelfService(t *testing.T) {
 	if res := h.do("POST", "/v1/chat/completions", chatBody, bearer(won[0])); res.StatusCode != 200 {
 		t.Errorf("new key after reset: %d, want 200", res.StatusCode)
 	}
-	// Plain-text answer by default.
+	// A second reset moments later is throttled.
 	res = h.do("POST", "/me/reset", "", bearer(won[0]))
+	if b := readAll(t, res); res.StatusCode != 429 || res.Header.Get("Retry-After") == "" || !strings.Contains(b, "rate_limited") {
+		t.Errorf("second reset: %d %q, want 429 rate_limited with Retry-After", res.StatusCode, b)
+	}
+	// Plain-text answer by default.
+	res = h.do("POST", "/me/reset", "", bearer(h.createUser("bob")))
 	if b := readAll(t, res); res.StatusCode != 200 || !strings.HasPrefix(b, "sk-cfw") || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") {
 		t.Errorf("plain reset: %d %q", res.StatusCode, b)
 	}
