@@ -380,9 +380,14 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // Go would add its own
 	}
-	key = prov.Keys[int(p.next.Add(1)%uint64(len(prov.Keys)))]
+	key = p.pickKey(prov)
 	out.Header.Set("Authorization", "Bearer "+key)
 	return out, key, strip, true
+}
+
+// pickKey spreads requests over the provider's keys in turn.
+func (p *Proxy) pickKey(prov aiproxy.Provider) string {
+	return prov.Keys[int(p.next.Add(1)%uint64(len(prov.Keys)))]
 }
 
 // routePath is the path appended to the base URL: the request path for
@@ -397,12 +402,17 @@ func routePath(r *http.Request, route Route) string {
 	return r.URL.Path
 }
 
+// isJSON reports whether a request body may be a JSON document worth
+// inspecting: SDKs send application/json, and `curl -d '{…}'` without a
+// Content-Type sends application/x-www-form-urlencoded. Anything else
+// (multipart audio uploads, …) streams through unread.
 func isJSON(ct string) bool {
 	if ct == "" {
-		return true // curl -d sends form type; SDKs send application/json
+		return true
 	}
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json") ||
+		mt == "application/x-www-form-urlencoded")
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}

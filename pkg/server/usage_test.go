@@ -40,6 +40,7 @@ func TestUsage_StreamClientSeesExactStream(t *testing.T) {
 		{"client asked", `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}`,
 			fakeai.Chunk("gpt-4o-mini", 0) + fakeai.Chunk("gpt-4o-mini", 1) + fakeai.UsageChunk("gpt-4o-mini") + "data: [DONE]\n\n"},
 		{"gzip upstream", streamBody, fakeai.Chunk("gpt-4o-mini", 0) + fakeai.Chunk("gpt-4o-mini", 1) + "data: [DONE]\n\n"},
+		{"curl -d form type", streamBody, fakeai.Chunk("gpt-4o-mini", 0) + fakeai.Chunk("gpt-4o-mini", 1) + "data: [DONE]\n\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,6 +51,9 @@ func TestUsage_StreamClientSeesExactStream(t *testing.T) {
 			if tc.name == "gzip upstream" {
 				hdr["X-Fake-Mode"] = "gzip:2:0"
 				hdr["Accept-Encoding"] = "gzip"
+			}
+			if tc.name == "curl -d form type" {
+				hdr["Content-Type"] = "application/x-www-form-urlencoded"
 			}
 			res := h.do("POST", "/v1/chat/completions", tc.body, hdr)
 			got := readAll(t, res)
