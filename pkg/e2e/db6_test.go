@@ -1,0 +1,147 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/keys"
+	"github.com/aiproxy/aiproxy/pkg/store"
+)
+
+// seedKey is the key of seeded user i: valid in shape, and made from i so
+// that a test can use any seeded user without keeping a million keys.
+func seedKey(i int) string { return fmt.Sprintf("%sE2Eseed%038d", keys.Prefix, i) }
+
+// seedUsers adds n users (seed0 … seed<n-1>) in one transaction, straight
+// into the file, as a test-only seeder: the CLI would take an hour.
+func seedUsers(t *testing.T, path string, n int) {
+	t.Helper()
+	start := time.Now()
+	d := openRaw(t, path)
+	ctx := t.Context()
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A big page cache keeps the random key_hash index inserts in memory.
+	if _, err := conn.ExecContext(ctx, "PRAGMA cache_size = -524288"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	stmt, err := conn.PrepareContext(ctx, "INSERT INTO users (name, key_hash, key_hint, created_at) VALUES (?, ?, ?, ?)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for i := range n {
+		k := seedKey(i)
+		if _, err := stmt.ExecContext(ctx, fmt.Sprintf("seed%d", i), keys.Hash(k), keys.Hint(k), now); err != nil {
+			t.Fatalf("seed user %d: %v", i, err)
+		}
+	}
+	stmt.Close()
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA cache_size = -2000"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seeded %d users in %v", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestDB6_AuthLatencyFlat: the per-request key lookup costs the same with
+// 10 users and with scale.db6Users (1,000,000 with -tags e2elong): the
+// key_hash lookup is an index search, not a scan. Measured twice: the store's
+// lookup alone, for keys not yet cached, and whole proxied GET /v1/models
+// requests against two running servers, interleaved so that machine noise
+// hits both alike (RELIABILITY.md DB-6; TestQueryPlans in pkg/store checks
+// the query plan).
+func TestDB6_AuthLatencyFlat(t *testing.T) {
+	small, big := newEnv(t), newEnv(t)
+	seedUsers(t, small.db, 10)
+	seedUsers(t, big.db, scale.db6Users)
+
+	// Sample keys spread over the id range.
+	const sample = 200
+	pick := func(n, j int) int { return (j * 7919) % n }
+
+	t.Run("store lookup", func(t *testing.T) {
+		ctx := t.Context()
+		open := func(path string) *store.DB {
+			d, err := store.Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { d.Close() })
+			return d
+		}
+		ds, db := open(small.db), open(big.db)
+		// Distinct keys each time, so that each lookup misses the cache.
+		const lookups = 2000
+		lookup := func(d *store.DB, n, j int) time.Duration {
+			h := keys.Hash(seedKey(pick(n, j)))
+			start := time.Now()
+			if _, err := d.UserByKeyHash(ctx, h); err != nil {
+				t.Fatalf("UserByKeyHash(seed %d) error = %v", pick(n, j), err)
+			}
+			return time.Since(start)
+		}
+		var ts, tb []time.Duration
+		for j := range lookups {
+			// A change from another connection empties the cache, so that
+			// the small database's 10 keys are looked up, not remembered.
+			if j%10 == 0 {
+				if _, err := openRaw(t, small.db).ExecContext(ctx, "UPDATE users SET created_at = created_at + 1 WHERE id = 1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ts = append(ts, lookup(ds, 10, j))
+			tb = append(tb, lookup(db, scale.db6Users, j))
+		}
+		ms, mb := percentile(ts, 0.5), percentile(tb, 0.5)
+		t.Logf("DB-6 store lookup: 10 users p50 %v p99 %v; %d users p50 %v p99 %v",
+			ms, percentile(ts, 0.99), scale.db6Users, mb, percentile(tb, 0.99))
+		if mb > 3*ms+100*time.Microsecond {
+			t.Errorf("median lookup with %d users = %v, want flat: ≤ 3 × %v (10 users) + 100 µs", scale.db6Users, mb, ms)
+		}
+	})
+
+	t.Run("proxied request", func(t *testing.T) {
+		ss, sb := small.serve(), big.serve()
+		get := func(addr, key string) time.Duration {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			r, err := send(ctx, "GET", "http://"+addr+"/v1/models", "",
+				map[string]string{"Authorization": "Bearer " + key, "X-Host-Final": fakeHost})
+			if err != nil || r.status != http.StatusOK {
+				t.Fatalf("GET /v1/models = %d %q, %v; want 200", r.status, r.body, err)
+			}
+			return r.dur
+		}
+		const warm, reqs = 50, 1000
+		var ts, tb []time.Duration
+		for j := range warm + reqs {
+			a := get(ss.addr, seedKey(pick(10, j)))
+			b := get(sb.addr, seedKey(pick(scale.db6Users, j%sample)))
+			if j >= warm {
+				ts, tb = append(ts, a), append(tb, b)
+			}
+		}
+		ms, mb := percentile(ts, 0.5), percentile(tb, 0.5)
+		ps, pb := percentile(ts, 0.99), percentile(tb, 0.99)
+		t.Logf("DB-6 proxied GET /v1/models: 10 users p50 %v p99 %v; %d users p50 %v p99 %v (p99 ratio %.2f)",
+			ms, ps, scale.db6Users, mb, pb, float64(pb)/float64(ps))
+		if mb > ms*3/2+time.Millisecond {
+			t.Errorf("median request with %d users = %v, want flat: ≤ 1.5 × %v (10 users) + 1 ms", scale.db6Users, mb, ms)
+		}
+		if pb > 2*ps+5*time.Millisecond {
+			t.Errorf("p99 request with %d users = %v, want ≤ 2 × %v (10 users) + 5 ms", scale.db6Users, pb, ps)
+		}
+	})
+}
