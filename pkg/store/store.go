@@ -32,6 +32,7 @@ type DB struct {
 	sql   *sql.DB
 	path  string
 	cache *cache
+	ckpt  checkpointer
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -61,6 +62,7 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 		return nil, fmt.Errorf("open db %s: %w", path, err)
 	}
 	d := &DB{sql: sdb, path: path}
+	d.ckpt = checkpointer{after: IdleCheckpoint, busyTimeout: busyTimeout, run: d.checkpointTruncate}
 	if err := d.migrate(ctx); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
@@ -173,6 +175,7 @@ func (d *DB) Path() string { return d.path }
 
 // Close closes the database.
 func (d *DB) Close() error {
+	d.ckpt.close()
 	d.cache.close()
 	return d.sql.Close()
 }

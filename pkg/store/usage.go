@@ -8,11 +8,14 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 )
 
-// InsertUsage writes a batch of usage records in one transaction.
+// InsertUsage writes a batch of usage records in one transaction. Once
+// these writes pause for IdleCheckpoint, the WAL is checkpointed and
+// truncated.
 func (d *DB) InsertUsage(ctx context.Context, batch []aiproxy.Usage) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	defer d.ckpt.touch()
 	return d.write(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage (ts, user_id, user_name, provider, model, path, status,
 			prompt_tokens, completion_tokens, total_tokens, reasoning_tokens, cached_tokens,

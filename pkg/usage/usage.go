@@ -16,7 +16,8 @@ import (
 // WriteFunc stores a batch of records in one transaction.
 type WriteFunc func(ctx context.Context, batch []aiproxy.Usage) error
 
-// Recorder queues usage records and writes them in batches.
+// Recorder queues usage records and writes them in batches. Its exported
+// fields may be changed after New, before the first Record.
 type Recorder struct {
 	write   WriteFunc
 	log     *slog.Logger
@@ -30,6 +31,15 @@ type Recorder struct {
 
 	// MaxBatch is the most records written in one transaction.
 	MaxBatch int
+	// Linger is how long the writer waits, after the first record of a
+	// batch, for more to join it (unless MaxBatch fills first). Every
+	// transaction rewrites at least one page of the usage table and of each
+	// of its indexes, about 16 KiB of WAL, so one per record at a few
+	// hundred requests a second grows the WAL by megabytes a second while a
+	// reader holds an old snapshot (DB-8), and takes the write lock as often
+	// from the CLI. Records reach the database up to Linger later; Close
+	// does not wait for it.
+	Linger time.Duration
 	// RetryDelay is the first wait before retrying a failed batch write;
 	// it doubles up to one second.
 	RetryDelay time.Duration
@@ -44,6 +54,7 @@ func New(write WriteFunc, log *slog.Logger, size int) *Recorder {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		MaxBatch:   512,
+		Linger:     100 * time.Millisecond,
 		RetryDelay: 50 * time.Millisecond,
 	}
 	go r.run()
@@ -92,7 +103,9 @@ func (r *Recorder) Close(ctx context.Context) error {
 
 func (r *Recorder) run() {
 	defer close(r.done)
-	batch := make([]aiproxy.Usage, 0, r.MaxBatch)
+	// The tuning fields are read only after the first record or Close,
+	// which happen after the caller set them.
+	var batch []aiproxy.Usage
 	for {
 		select {
 		case u := <-r.queue:
@@ -101,17 +114,40 @@ func (r *Recorder) run() {
 			r.drain(batch[:0])
 			return
 		}
-	fill:
-		for len(batch) < r.MaxBatch {
-			select {
-			case u := <-r.queue:
-				batch = append(batch, u)
-			default:
-				break fill
-			}
-		}
+		batch = r.fill(batch)
 		r.flush(batch, false)
 	}
+}
+
+// fill adds queued records to batch until it holds MaxBatch, Linger has
+// passed, or the Recorder is closing.
+func (r *Recorder) fill(batch []aiproxy.Usage) []aiproxy.Usage {
+	var linger <-chan time.Time
+	if r.Linger > 0 {
+		t := time.NewTimer(r.Linger)
+		defer t.Stop()
+		linger = t.C
+	}
+	for len(batch) < r.MaxBatch {
+		select {
+		case u := <-r.queue:
+			batch = append(batch, u)
+			continue
+		default:
+		}
+		if linger == nil {
+			break
+		}
+		select {
+		case u := <-r.queue:
+			batch = append(batch, u)
+		case <-linger:
+			return batch
+		case <-r.stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 // drain writes whatever is left in the queue after Close.

@@ -1,0 +1,151 @@
+package usage_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/usage"
+)
+
+// sink records the batches a Recorder writes.
+type sink struct {
+	mu      sync.Mutex
+	batches []int
+	fail    int // fail this many writes first
+	wrote   chan struct{}
+}
+
+func newSink() *sink { return &sink{wrote: make(chan struct{}, 1000)} }
+
+func (s *sink) write(_ context.Context, b []aiproxy.Usage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail > 0 {
+		s.fail--
+		return errors.New("database is busy")
+	}
+	s.batches = append(s.batches, len(b))
+	s.wrote <- struct{}{}
+	return nil
+}
+
+func (s *sink) sizes() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.batches...)
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func rec(i int) aiproxy.Usage {
+	return aiproxy.Usage{UserID: int64(i), UserName: "u", Path: "/v1/x", Status: 200}
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// TestRecorder_LingerBatches: records that arrive within Linger of the
+// first share one transaction, so a steady trickle of requests does not
+// make one write (and about 16 KiB of WAL) each (DB-8).
+func TestRecorder_LingerBatches(t *testing.T) {
+	t.Parallel()
+	s := newSink()
+	r := usage.New(s.write, discard, 100)
+	r.Linger = 300 * time.Millisecond
+	for i := range 5 {
+		r.Record(rec(i))
+		time.Sleep(10 * time.Millisecond) // a trickle, well within Linger
+	}
+	select {
+	case <-s.wrote:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("nothing written 5 s after the records")
+	}
+	if got := s.sizes(); len(got) != 1 || got[0] != 5 {
+		t.Errorf("batches = %v, want one of 5", got)
+	}
+	if err := r.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecorder_MaxBatchCutsLinger: a full batch is written at once.
+func TestRecorder_MaxBatchCutsLinger(t *testing.T) {
+	t.Parallel()
+	s := newSink()
+	r := usage.New(s.write, discard, 100)
+	r.Linger = time.Hour
+	r.MaxBatch = 4
+	for i := range 8 {
+		r.Record(rec(i))
+	}
+	for range 2 {
+		select {
+		case <-s.wrote:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("full batches not written within 5 s (batches %v)", s.sizes())
+		}
+	}
+	if got := s.sizes(); len(got) != 2 || got[0] != 4 || got[1] != 4 {
+		t.Errorf("batches = %v, want two of 4", got)
+	}
+	r.Close(t.Context())
+}
+
+// TestRecorder_CloseDoesNotWaitForLinger: Close writes what is queued at
+// once.
+func TestRecorder_CloseDoesNotWaitForLinger(t *testing.T) {
+	t.Parallel()
+	s := newSink()
+	r := usage.New(s.write, discard, 100)
+	r.Linger = time.Hour
+	for i := range 3 {
+		r.Record(rec(i))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close() error = %v after %v, want the queue written at once", err, time.Since(start))
+	}
+	if got := sum(s.sizes()); got != 3 || r.Written() != 3 || r.Dropped() != 0 {
+		t.Errorf("after Close: %d written (%v), Written %d, Dropped %d; want 3, 3, 0", got, s.sizes(), r.Written(), r.Dropped())
+	}
+}
+
+// TestRecorder_RetriesBusyWrites: a batch that fails (a held write lock,
+// DB-3) is retried until it is written, not dropped.
+func TestRecorder_RetriesBusyWrites(t *testing.T) {
+	t.Parallel()
+	s := newSink()
+	s.fail = 3
+	r := usage.New(s.write, discard, 100)
+	r.RetryDelay = time.Millisecond
+	r.Linger = 0
+	for i := range 10 {
+		r.Record(rec(i))
+	}
+	deadline := time.After(5 * time.Second)
+	for sum(s.sizes()) < 10 {
+		select {
+		case <-s.wrote:
+		case <-deadline:
+			t.Fatalf("written %v after 5 s, want 10 records", s.sizes())
+		}
+	}
+	r.Close(t.Context())
+	if r.Dropped() != 0 || r.Written() != 10 {
+		t.Errorf("Written %d, Dropped %d; want 10, 0", r.Written(), r.Dropped())
+	}
+}
