@@ -647,8 +647,6 @@ func TestSTR6_LayeredTimeouts(t *testing.T) {
 	relNoPanicLogged(t, h)
 }
 
-
-
 // TestSTR1_HeadersBeforeFirstEvent: the upstream's status and headers reach
 // the client when the upstream sends them, not with the first event: a
 // reasoning model may think for minutes before its first token, and a client
