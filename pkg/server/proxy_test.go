@@ -281,6 +281,22 @@ func TestProxy_Refusals(t *testing.T) {
 	}
 }
 
+// TestProxy_BareHostInPath: a registered host without a dot or port (an
+// intranet name) is routable by path too.
+func TestProxy_BareHostInPath(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.addProvider("ollama", "local-key", h.upstream.URL)
+	res := h.do("POST", "/ollama/v1/chat/completions", chatBody, bearer(h.key))
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("status %d %s", res.StatusCode, body)
+	}
+	reqs := h.fake.Requests()
+	if got := reqs[len(reqs)-1]; got.Path != "/v1/chat/completions" || got.Header.Get("Authorization") != "Bearer local-key" {
+		t.Errorf("upstream got %s with %q", got.Path, got.Header.Get("Authorization"))
+	}
+}
+
 func TestProxy_HostVariantsMatch(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})

@@ -76,7 +76,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case seg == "healthz" || seg == "admin" || seg == "":
-	case strings.ContainsAny(seg, ".:") && s.px.Registered(r.Context(), seg):
+	case s.px.Registered(r.Context(), seg):
 		if s.cors(w, r) {
 			return
 		}
