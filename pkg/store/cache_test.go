@@ -1,0 +1,162 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/keys"
+)
+
+// openPair opens one database file twice: serve and an admin command.
+func openPair(t *testing.T) (serve, cli *DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "aiproxy.db")
+	var err error
+	if serve, err = Open(t.Context(), path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { serve.Close() })
+	if cli, err = Open(t.Context(), path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return serve, cli
+}
+
+func cacheKey(i int) string { return fmt.Sprintf("sk-cfw%045d", i) }
+
+func TestCache_WALIndexFastPath(t *testing.T) {
+	t.Parallel()
+	serve, _ := openPair(t)
+	if runtime.GOOS == "linux" && serve.cache.wal == nil {
+		t.Fatal("cache.wal = nil on Linux: every lookup pays a data_version read")
+	}
+}
+
+// TestCache_SeesOtherHandlesAtOnce: whatever another handle (the CLI, in
+// another process) commits is seen by the very next lookup, with the
+// entries cached before it.
+func TestCache_SeesOtherHandlesAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	serve, cli := openPair(t)
+	const host = "api.example.com"
+
+	// An unknown provider is remembered as unknown, until it is added.
+	if _, err := serve.ProviderByHost(ctx, host); aiproxy.ErrorCode(err) != aiproxy.ENOTFOUND {
+		t.Fatalf("ProviderByHost(unknown) error = %v, want ENOTFOUND", err)
+	}
+	add := func(secret string) {
+		t.Helper()
+		err := cli.AddProviderKey(ctx, ProviderKey{Host: host, DefaultBaseURL: "https://" + host,
+			Secret: secret, KeyHash: keys.Hash(secret), KeyHint: keys.Hint(secret)}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("sk-upstream-1")
+	if p, err := serve.ProviderByHost(ctx, host); err != nil || len(p.Keys) != 1 {
+		t.Fatalf("ProviderByHost after add = %v, %v; want 1 key", p.Keys, err)
+	}
+	add("sk-upstream-2")
+	if p, err := serve.ProviderByHost(ctx, host); err != nil || len(p.Keys) != 2 {
+		t.Fatalf("ProviderByHost after second add = %v, %v; want 2 keys", p.Keys, err)
+	}
+	if err := cli.RemoveProvider(ctx, host); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serve.ProviderByHost(ctx, host); aiproxy.ErrorCode(err) != aiproxy.ENOTFOUND {
+		t.Fatalf("ProviderByHost after remove error = %v, want ENOTFOUND", err)
+	}
+
+	old := cacheKey(0)
+	if err := cli.CreateUser(ctx, "alice", keys.Hash(old), keys.Hint(old), time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 50; i++ {
+		if _, err := serve.UserByKeyHash(ctx, keys.Hash(old)); err != nil {
+			t.Fatalf("round %d: UserByKeyHash(current key) error = %v", i, err)
+		}
+		// A usage write through serve's own pool moves data_version too.
+		if err := serve.InsertUsage(ctx, []aiproxy.Usage{{Time: time.Now(), UserName: "alice", Provider: host, Path: "/v1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := serve.UserByKeyHash(ctx, keys.Hash(old)); err != nil {
+			t.Fatalf("round %d: UserByKeyHash after a usage write error = %v", i, err)
+		}
+		next := cacheKey(i)
+		if err := cli.ResetUserKey(ctx, "alice", keys.Hash(next), keys.Hint(next), false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := serve.UserByKeyHash(ctx, keys.Hash(old)); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+			t.Fatalf("round %d: UserByKeyHash(reset key) error = %v, want EUNAUTHORIZED", i, err)
+		}
+		old = next
+	}
+	if err := cli.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serve.UserByKeyHash(ctx, keys.Hash(old)); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+		t.Fatalf("UserByKeyHash(deleted user) error = %v, want EUNAUTHORIZED", err)
+	}
+}
+
+// TestCache_ConcurrentResets: while lookups run on many goroutines, a key
+// reset elsewhere is refused by every lookup that starts after the reset
+// returned.
+func TestCache_ConcurrentResets(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	serve, cli := openPair(t)
+	cur := cacheKey(0)
+	if err := cli.CreateUser(ctx, "bob", keys.Hash(cur), keys.Hint(cur), time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	// dead holds the hash of the newest key known to be reset.
+	var dead atomic.Pointer[string]
+	var wrong atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				d := dead.Load()
+				if d == nil {
+					runtime.Gosched()
+					continue
+				}
+				if _, err := serve.UserByKeyHash(ctx, *d); err == nil {
+					wrong.Add(1)
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 30; i++ {
+		next := cacheKey(i)
+		// Load the current key into serve's cache, then reset it.
+		if _, err := serve.UserByKeyHash(ctx, keys.Hash(cur)); err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.ResetUserKey(ctx, "bob", keys.Hash(next), keys.Hint(next), false, nil); err != nil {
+			t.Fatal(err)
+		}
+		h := keys.Hash(cur)
+		dead.Store(&h)
+		time.Sleep(2 * time.Millisecond)
+		cur = next
+	}
+	cancel()
+	wg.Wait()
+	if n := wrong.Load(); n > 0 {
+		t.Fatalf("%d lookups accepted a key after its reset returned", n)
+	}
+}
