@@ -347,3 +347,33 @@ func TestLIM1_SUP2_ServeHeaderLimitAndNoDebug(t *testing.T) {
 		}
 	}
 }
+
+// TestKEY7_ServeTokenChecks: serve warns about an admin token shorter than
+// 16 characters and refuses one that a routed path segment would shadow,
+// with one line on stderr.
+func TestKEY7_ServeTokenChecks(t *testing.T) {
+	t.Parallel()
+	fake := fakeai.New()
+	up := httptest.NewServer(fake)
+	defer up.Close()
+	db, _ := drainSetup(t, up.URL)
+	for _, tok := range []string{"openai", "OpenAI", "admin", "me", "healthz", "v1", "V2", "api.groq.com", "host:1", "a/b", "a?b", "a#b", "a%2Fb", "a b"} {
+		_, errs, code := runCLI(t, "serve", "--db", db, "--listen", "127.0.0.1:0", "--access-token", tok)
+		if code == 0 || strings.Count(errs, "\n") != 1 {
+			t.Errorf("token %q: exit %d, stderr %q; want a one-line refusal", tok, code, errs)
+		}
+	}
+	_, logs, stop, exit := startServe(t, db, "--access-token", "short-token")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "shorter than 16") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-exit
+	if !strings.Contains(logs.String(), "shorter than 16") {
+		t.Errorf("no warning about a short token:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "short-token") {
+		t.Errorf("the warning repeats the token")
+	}
+}
