@@ -47,6 +47,8 @@ type env struct {
 	db   string
 	fake *fakeai.Server
 	up   *httptest.Server
+	// extraEnv is added to the environment of every aiproxy process.
+	extraEnv []string
 }
 
 // newEnv makes a database in a new temporary folder and registers a fake
@@ -103,7 +105,7 @@ func (r cliResult) String() string {
 // command returns an unstarted `aiproxy --db DB args...`.
 func (e *env) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(e.bin, append([]string{"--db", e.db}, args...)...)
-	cmd.Env = processEnv()
+	cmd.Env = append(processEnv(), e.extraEnv...)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
@@ -276,8 +278,12 @@ func (e *env) startServe(extra ...string) (*serveProc, string, error) {
 	e.t.Cleanup(s.cleanup)
 	first, ok := s.logs.waitLine(0, func(string) bool { return true }, s.done, startTimeout)
 	if !ok {
-		<-s.waitDone(stopTimeout)
-		return s, "", fmt.Errorf("no first log line within %v (exited: %v)", startTimeout, s.exited())
+		exited := s.exited()
+		if !exited {
+			s.cmd.Process.Kill()
+		}
+		<-s.done
+		return s, "", fmt.Errorf("no first log line within %v (exited by itself: %v)", startTimeout, exited)
 	}
 	var m struct{ Listen, DB string }
 	if err := json.Unmarshal([]byte(first), &m); err != nil || m.Listen == "" {
@@ -290,12 +296,14 @@ func (e *env) startServe(extra ...string) (*serveProc, string, error) {
 	return s, first, nil
 }
 
-func (s *serveProc) waitDone(d time.Duration) <-chan struct{} {
+// waitDone waits up to d for the process to exit and reports whether it did.
+func (s *serveProc) waitDone(d time.Duration) bool {
 	select {
 	case <-s.done:
+		return true
 	case <-time.After(d):
+		return false
 	}
-	return s.done
 }
 
 func (s *serveProc) exited() bool {

@@ -6,22 +6,35 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/fakeai"
 )
 
 // runHelper runs the test binary as a helper process. Modes:
 //
 //	lockhold  open AIPROXY_E2E_DB, BEGIN IMMEDIATE, print "locked", hold the
 //	          write lock until stdin closes, then roll back and exit
+//	upstream  serve a fakeai upstream on each address of AIPROXY_E2E_ADDRS
+//	          (comma-separated), print "listening A1,A2,…", serve until
+//	          stdin closes
 func runHelper(mode string) int {
 	switch mode {
 	case "lockhold":
 		if err := holdLock(os.Getenv("AIPROXY_E2E_DB")); err != nil {
 			fmt.Fprintln(os.Stderr, "lockhold:", err)
+			return 1
+		}
+		return 0
+	case "upstream":
+		if err := serveUpstream(strings.Split(os.Getenv("AIPROXY_E2E_ADDRS"), ",")); err != nil {
+			fmt.Fprintln(os.Stderr, "upstream:", err)
 			return 1
 		}
 		return 0
@@ -49,6 +62,34 @@ func holdLock(path string) error {
 	io.Copy(io.Discard, os.Stdin) // until the test closes our stdin (or dies)
 	_, err = conn.ExecContext(ctx, "ROLLBACK")
 	return err
+}
+
+// serveUpstream serves one fakeai on each of addrs until stdin closes.
+func serveUpstream(addrs []string) error {
+	fake := fakeai.New()
+	var got []string
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		got = append(got, ln.Addr().String())
+		srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+	// Drain what the fake keeps per request: this process lives long.
+	go func() {
+		for range fake.Started {
+		}
+	}()
+	go func() {
+		for range fake.Done {
+		}
+	}()
+	fmt.Println("listening " + strings.Join(got, ","))
+	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 // lockHolder is another process holding the database's write lock.
