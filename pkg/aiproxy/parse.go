@@ -17,6 +17,11 @@ func ValidateUserName(name string) error {
 	if len(name) > 64 {
 		return Errorf(EINVALID, "user name is longer than 64 characters")
 	}
+	if strings.Trim(name, ".") == "" {
+		// "." and ".." are path segments, not names: /register/.. would
+		// name a different route.
+		return Errorf(EINVALID, "user name must not be made of dots only")
+	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		switch {

@@ -171,8 +171,9 @@ type exchange struct {
 	partial  bool
 	bytes    int64
 	tokens   openai.Usage
-	recorded bool // a user was authenticated: the request is recorded
-	done     bool // finish has run
+	body     *clientBody // a streamed (not inspected) request body
+	recorded bool        // a user was authenticated: the request is recorded
+	done     bool        // finish has run
 	errMsg   string
 }
 
@@ -352,7 +353,8 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 		}
 		body, length = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
 	} else if r.Body != nil && r.Body != http.NoBody {
-		body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBody)
+		x.body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, p.cfg.MaxBody)}
+		body = x.body
 		// Let the upstream answer while the client is still sending.
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
@@ -361,8 +363,17 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 		p.internal(w, x, err)
 		return nil, "", false, false
 	}
+	// The transport replays a request whose body it can get again (GetBody),
+	// or that has no body and an idempotent method or an Idempotency-Key
+	// header, when a reused connection drops it. Once the upstream may
+	// have the request, aiproxy never sends it twice (STR-5): no GetBody,
+	// and a bodyless POST carries an empty body rather than NoBody.
+	out.GetBody = nil
 	if body == nil || body == http.NoBody {
 		out.Body = http.NoBody
+		if !idempotent(r.Method) {
+			out.Body = io.NopCloser(strings.NewReader(""))
+		}
 	}
 	out.ContentLength = length
 	out.Header = r.Header.Clone()
@@ -560,6 +571,9 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, x *exchang
 	switch {
 	case errors.As(err, &mbe):
 		p.tooLarge(w, x)
+	case x.body != nil && x.body.err != nil && x.body.err != io.EOF:
+		// The client's own body was malformed (bad chunking) or broke off.
+		p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid, "could not read the request body")
 	case r.Context().Err() != nil:
 		x.status, x.partial = 499, true // client closed the request; nobody reads an answer
 	case errors.As(err, &oe) && oe.Op == "dial":
@@ -569,6 +583,31 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, x *exchang
 	default:
 		p.fail(w, x, http.StatusBadGateway, "upstream_unreachable", typeAPI, "the provider could not be reached")
 	}
+}
+
+// clientBody remembers the error that ended a streamed request body, so a
+// failed round trip can be blamed on the client (400) rather than the
+// upstream (502).
+type clientBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// idempotent reports whether the transport may replay method by itself.
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
 }
 
 func (p *Proxy) tooLarge(w http.ResponseWriter, x *exchange) {

@@ -244,7 +244,7 @@ func (s *Server) admin(bearer bool, m methods) http.HandlerFunc {
 		}
 		if retry > 0 {
 			secs := int((retry + time.Second - 1) / time.Second)
-			w.Header().Set("Cache-Control", "no-store")
+			setAdminHeaders(w)
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			openai.WriteError(w, http.StatusTooManyRequests, "rate_limited", "rate_limit_error",
 				"too many wrong admin tokens from this address: retry in "+strconv.Itoa(secs)+"s")
@@ -254,7 +254,7 @@ func (s *Server) admin(bearer bool, m methods) http.HandlerFunc {
 			s.forbidden(w, r)
 			return
 		}
-		w.Header().Set("Cache-Control", "no-store")
+		setAdminHeaders(w)
 		h, ok := m[r.Method]
 		if !ok {
 			list := strings.Join(allow, ", ")
@@ -525,4 +525,12 @@ func writeOK(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeText(w, "OK")
+}
+
+// setAdminHeaders marks an admin answer: never cached, and never a
+// Referer that could carry a token-bearing URL elsewhere (KEY-7).
+func setAdminHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
 }

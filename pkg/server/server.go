@@ -71,6 +71,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.px.Serve(w, r, proxy.Route{})
 		return
+	case r.URL.EscapedPath() != cleanPath(r.URL.EscapedPath()):
+		// The mux would answer with a redirect that repeats the path, admin
+		// token included; no route has such a path, so it gets the 403.
+		s.forbidden(w, r)
+		return
 	case seg == "me":
 		if s.cors(w, r) {
 			return
