@@ -221,7 +221,7 @@ func (s *Service) Stats(ctx context.Context, q StatsQuery) ([]aiproxy.StatsRow, 
 // malformed or unknown key, EEXPIRED (message says when) for an expired one.
 func (s *Service) Authenticate(ctx context.Context, key string) (aiproxy.User, error) {
 	if !keys.Valid(key) {
-		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")
+		return aiproxy.User{}, aiproxy.InvalidKey()
 	}
 	u, err := s.db.UserByKeyHash(ctx, keys.Hash(key))
 	if err != nil {

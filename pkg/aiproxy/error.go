@@ -59,3 +59,10 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// InvalidKey is the one answer for every refused user key — missing,
+// malformed, unknown, deleted or replaced — so a refusal tells nothing about
+// why (KEY-3).
+func InvalidKey() *Error {
+	return &Error{Code: EUNAUTHORIZED, Message: "invalid API key: send Authorization: Bearer sk-cfw…"}
+}

@@ -244,16 +244,16 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 func (p *Proxy) authenticate(r *http.Request) (aiproxy.User, error) {
 	hv := r.Header.Values("Authorization")
 	if len(hv) != 1 {
-		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…")
+		return aiproxy.User{}, aiproxy.InvalidKey()
 	}
 	key, ok := bearer(hv[0])
 	if !ok {
-		return aiproxy.User{}, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…")
+		return aiproxy.User{}, aiproxy.InvalidKey()
 	}
 	u, err := p.svc.Authenticate(r.Context(), key)
 	if aiproxy.ErrorCode(err) == aiproxy.EUNAUTHORIZED {
 		// One answer for every refused key, whatever the reason.
-		return u, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")
+		return u, aiproxy.InvalidKey()
 	}
 	return u, err
 }
@@ -460,9 +460,10 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 	} else {
 		s := openai.NewBodyScanner(res.Body, 4<<20)
 		body, scanned = s, s
-		if res.StatusCode >= 400 {
-			body = scrub(body, key)
-		}
+	}
+	if res.StatusCode >= 400 {
+		body = scrub(body, key)
+		scrubHeader(res.Header, key)
 	}
 
 	h := w.Header()
@@ -484,6 +485,11 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 
 	flush := sse || res.ContentLength < 0
 	rc := http.NewResponseController(w)
+	if flush {
+		// The client learns the status at once, not with the first event,
+		// which may be a long time-to-first-token away.
+		_ = rc.Flush()
+	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -517,13 +523,13 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 		x.model = x.tokens.Model
 	}
 	if readErr != nil {
+		// The upstream broke off, the client left, or the server is
+		// shutting down past its grace period: abort the client's
+		// response, so that it is never taken for complete.
 		x.partial = true
-		if r.Context().Err() != nil {
-			return // the client left: nothing more to send
+		if r.Context().Err() == nil {
+			x.errMsg = readErr.Error()
 		}
-		x.errMsg = readErr.Error()
-		// The upstream broke off: abort the client's response so it can't
-		// be taken for complete.
 		p.finish(r, x)
 		panic(http.ErrAbortHandler)
 	}
@@ -537,17 +543,38 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 // are small; only their first MiB is searched.
 func scrub(body io.Reader, key string) io.Reader {
 	head, err := io.ReadAll(io.LimitReader(body, 1<<20))
-	k := []byte(key)
-	if len(k) >= 8 && bytes.Contains(head, k) {
-		mask := bytes.Repeat([]byte("*"), len(k))
-		copy(mask, k[:3])
-		copy(mask[len(mask)-4:], k[len(k)-4:])
-		head = bytes.ReplaceAll(head, k, mask)
+	if k := []byte(key); len(k) >= 8 && bytes.Contains(head, k) {
+		head = bytes.ReplaceAll(head, k, []byte(mask(key)))
 	}
 	if err != nil {
 		return io.MultiReader(bytes.NewReader(head), errReader{err})
 	}
 	return io.MultiReader(bytes.NewReader(head), body)
+}
+
+// scrubHeader masks the provider key in the header values of an error
+// answer (a WWW-Authenticate that names it, say).
+func scrubHeader(h http.Header, key string) {
+	if len(key) < 8 {
+		return
+	}
+	for name, vv := range h {
+		for i, v := range vv {
+			if strings.Contains(v, key) {
+				vv[i] = strings.ReplaceAll(v, key, mask(key))
+			}
+		}
+		h[name] = vv
+	}
+}
+
+// mask keeps a key's first three and last four characters: the length and
+// hint stay, the secret goes.
+func mask(key string) string {
+	m := []byte(strings.Repeat("*", len(key)))
+	copy(m, key[:3])
+	copy(m[len(m)-4:], key[len(key)-4:])
+	return string(m)
 }
 
 type errReader struct{ err error }
@@ -575,7 +602,11 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, x *exchang
 		// The client's own body was malformed (bad chunking) or broke off.
 		p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid, "could not read the request body")
 	case r.Context().Err() != nil:
-		x.status, x.partial = 499, true // client closed the request; nobody reads an answer
+		// The client left, or shutdown ended the request: there is no
+		// answer, and an empty 200 must not stand in for one.
+		x.status, x.partial = 499, true
+		p.finish(r, x)
+		panic(http.ErrAbortHandler)
 	case errors.As(err, &oe) && oe.Op == "dial":
 		p.fail(w, x, http.StatusBadGateway, "upstream_unreachable", typeAPI, "could not connect to the provider")
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():

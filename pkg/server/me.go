@@ -15,7 +15,7 @@ import (
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	key, ok := proxy.Bearer(r)
 	if !ok {
-		s.writeError(w, r, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…"))
+		s.writeError(w, r, aiproxy.InvalidKey())
 		return
 	}
 	me, err := s.svc.Me(r.Context(), key)
@@ -32,7 +32,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 func (s *Server) meReset(w http.ResponseWriter, r *http.Request) {
 	key, ok := proxy.Bearer(r)
 	if !ok {
-		s.writeError(w, r, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer sk-cfw…"))
+		s.writeError(w, r, aiproxy.InvalidKey())
 		return
 	}
 	u, err := s.svc.Authenticate(r.Context(), key)

@@ -5,9 +5,12 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -59,7 +62,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.Error("panic", "path", redactPath(r.URL.Path), "panic", v)
+			// The panic value may print a request, keys included: log only
+			// runtime errors' own text, and the stack.
+			msg := fmt.Sprintf("%T", v)
+			if re, ok := v.(runtime.Error); ok {
+				msg = re.Error()
+			}
+			s.log.Error("panic", "path", redactPath(r.URL.Path), "panic", msg, "stack", string(debug.Stack()))
 			openai.WriteError(w, http.StatusInternalServerError, "internal_error", "api_error", "internal error")
 		}
 	}()
@@ -133,6 +142,9 @@ func redactPath(p string) string {
 	p = cleanPath(p)
 	segs := strings.Split(p[1:], "/")
 	first := segs[0]
+	if first == "me" && p != "/me" && p != "/me/reset" {
+		return "/me/***" // no such route: whatever follows may be a secret
+	}
 	if first == "me" || first == "healthz" || first == "" || first == "openai" || isVersion(first) {
 		return p
 	}

@@ -50,7 +50,7 @@ func (d *DB) ReplaceUserKey(ctx context.Context, oldHash, newHash, newHint strin
 		var err error
 		u, err = scanUser(row)
 		if errors.Is(err, sql.ErrNoRows) {
-			return aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")
+			return aiproxy.InvalidKey()
 		}
 		return err
 	})
@@ -101,7 +101,7 @@ func (d *DB) UserByKeyHash(ctx context.Context, keyHash string) (aiproxy.User, e
 func (d *DB) userByKeyHash(ctx context.Context, keyHash string) (aiproxy.User, error) {
 	u, err := scanUser(d.sql.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE key_hash = ?", keyHash))
 	if errors.Is(err, sql.ErrNoRows) {
-		return u, aiproxy.Errorf(aiproxy.EUNAUTHORIZED, "invalid API key")
+		return u, aiproxy.InvalidKey()
 	}
 	return u, dbError(err)
 }
