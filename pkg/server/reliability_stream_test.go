@@ -143,6 +143,7 @@ func TestSTR1_EventsArriveAsSent(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			req, _ := http.NewRequest("POST", h.proxy.URL+tc.path, strings.NewReader(tc.body))
 			req.Header = relAuth(h.key, tc.hdr...)
 			res, err := http.DefaultClient.Do(req)
@@ -320,6 +321,9 @@ func TestSTR3_AbortedStreamsLeakNothing(t *testing.T) {
 		n = 200
 	}
 	budget := 20 * time.Second
+	if relRace {
+		budget = 10 * time.Second
+	}
 	if d, ok := t.Deadline(); ok && time.Until(d) < 2*budget {
 		budget = time.Until(d) / 3
 	}
