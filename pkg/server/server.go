@@ -142,8 +142,8 @@ func redactPath(p string) string {
 	p = cleanPath(p)
 	segs := strings.Split(p[1:], "/")
 	first := segs[0]
-	if first == "me" && p != "/me" && p != "/me/reset" {
-		return "/me/***" // no such route: whatever follows may be a secret
+	if first == "me" && p != "/me" && p != "/me/reset" || first == "healthz" && p != "/healthz" {
+		return "/" + first + "/***" // no such route: whatever follows may be a secret
 	}
 	if first == "me" || first == "healthz" || first == "" || first == "openai" || isVersion(first) {
 		return p
