@@ -62,7 +62,7 @@ func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
 	var mode string
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err == nil && mode == "wal" {
 		if path, err := mainFile(ctx, conn); err == nil && path != "" {
-			c.wal, _ = openWALIndex(path + "-shm")
+			c.wal, _ = openWALIndex(path + "-shm") // on error, c.wal may hold the file, unmapped
 		}
 	}
 	c.mu.Lock()
@@ -70,7 +70,7 @@ func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
 	c.mu.Unlock()
 	if err != nil {
 		c.close()
-		return nil, err
+		return c, err // the caller closes the database, then c.closeFile
 	}
 	return c, nil
 }
@@ -95,13 +95,19 @@ func mainFile(ctx context.Context, conn *sql.Conn) (string, error) {
 	return "", rows.Err()
 }
 
+// close releases the pinned connection. The -shm descriptor stays open
+// for closeFile, after the last SQLite connection is gone.
 func (c *cache) close() {
-	if c.wal != nil {
-		c.wal.close()
-		c.wal = nil
-	}
 	c.stmt.Close()
 	c.conn.Close()
+}
+
+// closeFile closes the -shm descriptor; see walIndex.
+func (c *cache) closeFile() {
+	if c.wal != nil {
+		c.wal.closeFile()
+		c.wal = nil
+	}
 }
 
 // sync empties the cache if the database changed since the last call.
@@ -110,8 +116,7 @@ func (c *cache) sync(ctx context.Context) error {
 	var hdr walHeader
 	if c.wal != nil {
 		if !c.wal.read(&hdr) {
-			c.wal.close() // the mapping failed: fall back to data_version alone
-			c.wal = nil
+			c.wal.unmap() // the mapping failed: fall back to data_version alone
 		} else if c.version >= 0 && hdr == c.seen {
 			return nil // nothing was committed since data_version was read
 		}

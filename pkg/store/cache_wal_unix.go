@@ -21,8 +21,14 @@ type walHeader [12]uint32
 
 // walIndex is a read-only mapping of the start of a database's -shm file,
 // shared with SQLite's own mapping of it.
+//
+// Its descriptor stays open until closeFile, after SQLite's connections are
+// closed: close(2) of any descriptor of a file drops every POSIX lock the
+// process holds on that file, SQLite's wal-index locks included, and
+// another process would then rebuild the wal-index under this one.
 type walIndex struct {
-	mem []byte
+	f   *os.File
+	mem []byte // nil: not mapped, the cache reads data_version instead
 }
 
 // walMap is how much of the -shm file is mapped: one page, which holds the
@@ -30,24 +36,27 @@ type walIndex struct {
 // such as the cache's, has it open.
 const walMap = 4096
 
+// openWALIndex maps path. Even when mapping fails it returns the opened
+// file (if any) for closeFile, since closing it now would drop SQLite's locks.
 func openWALIndex(path string) (*walIndex, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	w := &walIndex{f: f}
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return w, err
 	}
 	if fi.Size() < walMap {
-		return nil, errors.New("wal-index is not initialised")
+		return w, errors.New("wal-index is not initialised")
 	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, walMap, syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
-		return nil, err
+		return w, err
 	}
-	return &walIndex{mem: mem}, nil
+	w.mem = mem
+	return w, nil
 }
 
 // read copies the header into h. It reports false if the mapping faulted
@@ -59,6 +68,9 @@ func (w *walIndex) read(h *walHeader) (ok bool) {
 			ok = false
 		}
 	}()
+	if w.mem == nil {
+		return false
+	}
 	p := unsafe.Pointer(unsafe.SliceData(w.mem))
 	for i := range h {
 		h[i] = atomic.LoadUint32((*uint32)(unsafe.Add(p, 4*i)))
@@ -66,6 +78,17 @@ func (w *walIndex) read(h *walHeader) (ok bool) {
 	return true
 }
 
-func (w *walIndex) close() {
-	syscall.Munmap(w.mem)
+// unmap ends the mapping; the cache then reads data_version alone.
+func (w *walIndex) unmap() {
+	if w.mem != nil {
+		syscall.Munmap(w.mem)
+		w.mem = nil
+	}
+}
+
+// closeFile unmaps and closes the descriptor. Call it only once every
+// SQLite connection of this process to the database is closed.
+func (w *walIndex) closeFile() {
+	w.unmap()
+	w.f.Close()
 }

@@ -73,6 +73,9 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 	}
 	if d.cache, err = newCache(ctx, sdb); err != nil {
 		sdb.Close()
+		if d.cache != nil {
+			d.cache.closeFile()
+		}
 		return nil, openError(path, err)
 	}
 	return d, nil
@@ -177,7 +180,9 @@ func (d *DB) Path() string { return d.path }
 func (d *DB) Close() error {
 	d.ckpt.close()
 	d.cache.close()
-	return d.sql.Close()
+	err := d.sql.Close()
+	d.cache.closeFile() // only now: closing it earlier would drop SQLite's locks
+	return err
 }
 
 // Ping checks that the database answers a query.
