@@ -110,6 +110,8 @@ func NewTransport(cfg Config) *http.Transport {
 		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: cfg.HeaderTimeout,
 		ExpectContinueTimeout: time.Second,
+		WriteBufferSize:       1 << 10,
+		ReadBufferSize:        2 << 10,
 	}
 }
 
@@ -178,10 +180,26 @@ type exchange struct {
 }
 
 // Serve proxies r along route.
+//
+// Serve and roundTrip keep their own stack frames small, and do the work
+// with large frames (checks, header copies, the log line) in functions that
+// return before the response is written: a stream's goroutine keeps the
+// stack that the deepest call made it grow to for the stream's whole life,
+// and writing the response headers is deep. With the checks inline it
+// crossed 8 KiB there, and every open stream held a 16 KiB stack.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	x := &exchange{start: p.now(), path: r.URL.Path}
 	defer p.finish(r, x)
+	out, key, strip, ok := p.prepare(w, r, x, route)
+	if !ok {
+		return
+	}
+	p.roundTrip(w, r, out, x, key, strip)
+}
 
+// prepare checks the request (provider, key) and builds the upstream
+// request, or answers the error itself and reports false.
+func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, route Route) (out *http.Request, key string, strip, ok bool) {
 	host := route.Host
 	if host == "" {
 		hv := r.Header.Values("X-Host-Final")
@@ -192,14 +210,14 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 			host = hv[0]
 		default:
 			p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid, "X-Host-Final must be given once")
-			return
+			return nil, "", false, false
 		}
 	}
 	norm, err := aiproxy.NormalizeHost(host)
 	if err != nil {
 		p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid,
 			"X-Host-Final must be a bare host[:port] of a registered provider")
-		return
+		return nil, "", false, false
 	}
 	x.provider = norm
 
@@ -211,10 +229,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		}
 		if c := aiproxy.ErrorCode(err); c != aiproxy.EUNAUTHORIZED && c != aiproxy.EEXPIRED {
 			p.internal(w, x, err)
-			return
+			return nil, "", false, false
 		}
 		p.fail(w, x, http.StatusUnauthorized, code, typeAuth, aiproxy.ErrorMessage(err))
-		return
+		return nil, "", false, false
 	}
 	x.user, x.recorded = user, true
 
@@ -223,21 +241,17 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
 			p.fail(w, x, http.StatusNotFound, "unknown_provider", typeInvalid,
 				"provider "+strconv.Quote(norm)+" is not registered on this proxy")
-			return
+			return nil, "", false, false
 		}
 		p.internal(w, x, err)
-		return
+		return nil, "", false, false
 	}
 	if len(prov.Keys) == 0 {
 		p.fail(w, x, http.StatusBadGateway, "upstream_unreachable", typeAPI, "provider "+norm+" has no key")
-		return
+		return nil, "", false, false
 	}
 
-	out, key, strip, ok := p.outgoing(w, r, x, route, prov)
-	if !ok {
-		return
-	}
-	p.roundTrip(w, r, out, x, key, strip)
+	return p.outgoing(w, r, x, route, prov)
 }
 
 // authenticate checks the Authorization header: exactly one, "Bearer KEY".
@@ -426,7 +440,12 @@ func isJSON(ct string) bool {
 		mt == "application/x-www-form-urlencoded")
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+// bufPool holds the copy buffers of response bodies; smallBufPool those
+// of event streams until they need more.
+var (
+	bufPool      = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	smallBufPool = sync.Pool{New: func() any { b := make([]byte, 2<<10); return &b }}
+)
 
 // roundTrip sends out and streams the answer to w as it arrives.
 func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Request, x *exchange, key string, strip bool) {
@@ -466,7 +485,38 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 		scrubHeader(res.Header, key)
 	}
 
-	h := w.Header()
+	copyHeader(w.Header(), res)
+	w.WriteHeader(res.StatusCode)
+
+	flush := sse || res.ContentLength < 0
+	rc := http.NewResponseController(w)
+	if flush {
+		// The client learns the status at once, not with the first event,
+		// which may be a long time-to-first-token away.
+		_ = rc.Flush()
+	}
+	readErr := p.copyBody(w, rc, body, x, idle, sse, flush)
+	x.tokens = scanned.Usage()
+	if x.tokens.Model != "" {
+		x.model = x.tokens.Model
+	}
+	if readErr != nil {
+		// The upstream broke off, the client left, or the server is
+		// shutting down past its grace period: abort the client's
+		// response, so that it is never taken for complete.
+		x.partial = true
+		if r.Context().Err() == nil {
+			x.errMsg = readErr.Error()
+		}
+		p.finish(r, x)
+		panic(http.ErrAbortHandler)
+	}
+	copyTrailer(w.Header(), res)
+}
+
+// copyHeader copies the upstream's response headers to h, except the
+// hop-by-hop and CORS ones, and announces its trailers.
+func copyHeader(h http.Header, res *http.Response) {
 	for k, vv := range res.Header {
 		if strings.HasPrefix(k, "Access-Control-") {
 			continue // the server's CORS headers replace the upstream's
@@ -481,19 +531,30 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 		}
 		h.Set("Trailer", strings.Join(names, ", "))
 	}
-	w.WriteHeader(res.StatusCode)
+}
 
-	flush := sse || res.ContentLength < 0
-	rc := http.NewResponseController(w)
-	if flush {
-		// The client learns the status at once, not with the first event,
-		// which may be a long time-to-first-token away.
-		_ = rc.Flush()
+// copyTrailer sends the upstream's trailers, once its body has ended.
+func copyTrailer(h http.Header, res *http.Response) {
+	for k, vv := range res.Trailer {
+		h[http.TrailerPrefix+k] = vv
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+}
+
+// copyBody copies body to w as it arrives, flushing each write when flush
+// is set, and restarts the idle timer at every read. It returns the
+// upstream's read error (nil at its clean end); a client that went away
+// only marks the exchange partial.
+func (p *Proxy) copyBody(w http.ResponseWriter, rc *http.ResponseController, body io.Reader, x *exchange, idle *time.Timer, sse, flush bool) error {
+	// An event stream starts with a small buffer: most of its life is spent
+	// waiting for the next small event, with the buffer held. A read that
+	// fills it moves the rest of the stream to the large one.
+	pool := &bufPool
+	if sse {
+		pool = &smallBufPool
+	}
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
 	buf := *bp
-	var readErr error
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
@@ -514,28 +575,16 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 			break
 		}
 		if err != nil {
-			readErr = err
-			break
+			return err
+		}
+		if n == len(buf) && pool == &smallBufPool {
+			pool.Put(bp)
+			pool = &bufPool
+			bp = pool.Get().(*[]byte)
+			buf = *bp
 		}
 	}
-	x.tokens = scanned.Usage()
-	if x.tokens.Model != "" {
-		x.model = x.tokens.Model
-	}
-	if readErr != nil {
-		// The upstream broke off, the client left, or the server is
-		// shutting down past its grace period: abort the client's
-		// response, so that it is never taken for complete.
-		x.partial = true
-		if r.Context().Err() == nil {
-			x.errMsg = readErr.Error()
-		}
-		p.finish(r, x)
-		panic(http.ErrAbortHandler)
-	}
-	for k, vv := range res.Trailer {
-		h[http.TrailerPrefix+k] = vv
-	}
+	return nil
 }
 
 // scrub masks the provider key wherever an upstream error body echoes it
@@ -664,7 +713,17 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 	}
 	x.done = true
 	dur := p.now().Sub(x.start)
-	attrs := []slog.Attr{
+	p.logExchange(r, x, dur)
+	if !x.recorded || p.rec == nil {
+		return
+	}
+	p.record(x, dur)
+}
+
+// logExchange writes the request's log line.
+func (p *Proxy) logExchange(r *http.Request, x *exchange, dur time.Duration) {
+	var a [13]slog.Attr // room for every attribute: no allocation
+	attrs := append(a[:0],
 		slog.String("method", r.Method),
 		slog.String("path", x.path),
 		slog.String("user", x.user.Name),
@@ -674,7 +733,7 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 		slog.Float64("dur_ms", float64(dur.Microseconds())/1000),
 		slog.Int64("bytes", x.bytes),
 		slog.Bool("streamed", x.streamed),
-	}
+	)
 	if x.partial {
 		attrs = append(attrs, slog.Bool("partial", true))
 	}
@@ -692,10 +751,10 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 		level = slog.LevelWarn
 	}
 	p.log.LogAttrs(r.Context(), level, "proxy", attrs...)
+}
 
-	if !x.recorded || p.rec == nil {
-		return
-	}
+// record queues the request's usage record.
+func (p *Proxy) record(x *exchange, dur time.Duration) {
 	p.rec.Record(aiproxy.Usage{
 		Time:             x.start,
 		UserID:           x.user.ID,
