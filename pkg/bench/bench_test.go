@@ -81,7 +81,7 @@ func TestRun_Tiny(t *testing.T) {
 		{Name: "aiproxy", URL: ai, Keys: keys, PIDs: self},
 	}
 	cfg := Config{
-		Rates: []int{40}, RateDuration: 250 * time.Millisecond, Rounds: 1, Warmup: 100 * time.Millisecond,
+		Rates: []int{40}, RateDuration: 200 * time.Millisecond, Rounds: 2, Warmup: 100 * time.Millisecond,
 		ClosedConcurrency: 2, ClosedDuration: 150 * time.Millisecond,
 		ProbeStreams: 4, ProbeConcurrency: 2, ProbeEvents: 3, ProbePace: 5 * time.Millisecond,
 		MassStreams: 6, MassPace: 50 * time.Millisecond, MassSettle: 50 * time.Millisecond,

@@ -3,13 +3,16 @@ package bench
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
 
 // Report is the run's figures, as written to results.json. Times are in
 // microseconds unless the name says otherwise; "added" figures are the
-// target's minus the direct run's (the mock without a proxy).
+// target's minus the direct run's (the mock without a proxy) of the same
+// round. Latency, CPU and throughput figures are medians over the rounds
+// of each round's value; counts are sums.
 type Report struct {
 	Time    string         `json:"time"`
 	Host    map[string]any `json:"host"`
@@ -118,6 +121,19 @@ type Check struct {
 	Missing bool `json:"missing,omitempty"`
 }
 
+// median is the middle value (the mean of the two middle ones), or 0.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return math.Round((s[n/2-1]+s[n/2])/2*100) / 100
+	}
+	return s[len(s)/2]
+}
+
 func us(d time.Duration) float64 { return math.Round(float64(d.Nanoseconds())/10) / 100 }
 
 func ptr(v float64) *float64 { v = math.Round(v*100) / 100; return &v }
@@ -139,52 +155,86 @@ func NewReport(res *Results) *Report {
 	for _, name := range res.Targets {
 		tr := TargetReport{Name: name}
 		for _, rate := range res.Config.Rates {
-			s := res.Rates[name][rate]
-			if s == nil {
+			rounds := res.Rates[name][rate]
+			if len(rounds) == 0 {
 				continue
 			}
-			rr := RateReport{
-				Rate: rate, Requests: s.Requests, Errors: s.Errors, ErrText: s.ErrorText,
-				P50: us(Percentile(s.Latencies, 50)), P90: us(Percentile(s.Latencies, 90)), P99: us(Percentile(s.Latencies, 99)),
-				CPU: math.Round(perRequest(s.CPU, s.Requests)*100) / 100,
+			rr := RateReport{Rate: rate}
+			var elapsed time.Duration
+			var p50, p90, p99, cpu, a50, a90, a99 []float64
+			for i, s := range rounds {
+				rr.Requests += s.Requests
+				rr.Errors += s.Errors
+				for k, v := range s.ErrorText {
+					rr.ErrText.add(k, v)
+				}
+				elapsed += s.Elapsed
+				l50, l90, l99 := us(Percentile(s.Latencies, 50)), us(Percentile(s.Latencies, 90)), us(Percentile(s.Latencies, 99))
+				p50, p90, p99 = append(p50, l50), append(p90, l90), append(p99, l99)
+				cpu = append(cpu, perRequest(s.CPU, s.Requests))
+				if d := res.Rates[direct][rate]; name != direct && i < len(d) {
+					a50 = append(a50, l50-us(Percentile(d[i].Latencies, 50)))
+					a90 = append(a90, l90-us(Percentile(d[i].Latencies, 90)))
+					a99 = append(a99, l99-us(Percentile(d[i].Latencies, 99)))
+				}
 			}
-			if s.Elapsed > 0 {
-				rr.Achieved = math.Round(float64(s.Requests) / s.Elapsed.Seconds())
+			rr.P50, rr.P90, rr.P99 = median(p50), median(p90), median(p99)
+			rr.CPU = math.Round(median(cpu)*100) / 100
+			if len(a50) > 0 {
+				rr.AddedP50, rr.AddedP90, rr.AddedP99 = ptr(median(a50)), ptr(median(a90)), ptr(median(a99))
 			}
-			if d := res.Rates[direct][rate]; name != direct && d != nil {
-				rr.AddedP50 = ptr(rr.P50 - us(Percentile(d.Latencies, 50)))
-				rr.AddedP90 = ptr(rr.P90 - us(Percentile(d.Latencies, 90)))
-				rr.AddedP99 = ptr(rr.P99 - us(Percentile(d.Latencies, 99)))
+			if elapsed > 0 {
+				rr.Achieved = math.Round(float64(rr.Requests) / elapsed.Seconds())
 			}
 			tr.Rates = append(tr.Rates, rr)
-			tr.Errors += s.Errors
+			tr.Errors += rr.Errors
 		}
-		if s := res.Closed[name]; s != nil {
-			c := &ClosedReport{
-				Clients: res.Config.ClosedConcurrency, Requests: s.Requests, Errors: s.Errors,
-				P50: us(Percentile(s.Latencies, 50)), P99: us(Percentile(s.Latencies, 99)),
-				CPU: math.Round(perRequest(s.CPU, s.Requests)*100) / 100,
+		if rounds := res.Closed[name]; len(rounds) > 0 {
+			c := &ClosedReport{Clients: res.Config.ClosedConcurrency}
+			var rps, p50, p99, cpu []float64
+			for _, s := range rounds {
+				c.Requests += s.Requests
+				c.Errors += s.Errors
+				if s.Elapsed > 0 {
+					rps = append(rps, float64(s.Requests)/s.Elapsed.Seconds())
+				}
+				p50 = append(p50, us(Percentile(s.Latencies, 50)))
+				p99 = append(p99, us(Percentile(s.Latencies, 99)))
+				cpu = append(cpu, perRequest(s.CPU, s.Requests))
 			}
-			if s.Elapsed > 0 {
-				c.RPS = math.Round(float64(s.Requests) / s.Elapsed.Seconds())
-			}
+			c.RPS, c.P50, c.P99 = math.Round(median(rps)), median(p50), median(p99)
+			c.CPU = math.Round(median(cpu)*100) / 100
 			tr.Closed = c
-			tr.Errors += s.Errors
+			tr.Errors += c.Errors
 		}
-		if s := res.Streams[name]; s != nil {
-			sr := &StreamReport{
-				Streams: s.Streams, Errors: s.Errors, ErrText: s.ErrorText, Events: s.Events, HeldBack: s.HeldBack,
-				TTFEP50: us(Percentile(s.TTFE, 50)), TTFEP99: us(Percentile(s.TTFE, 99)),
-				DelayP50: us(Percentile(s.Delays, 50)), DelayP99: us(Percentile(s.Delays, 99)),
+		if rounds := res.Streams[name]; len(rounds) > 0 {
+			sr := &StreamReport{}
+			var t50, t99, d50, d99, at50, at99, ad50, ad99 []float64
+			for i, s := range rounds {
+				sr.Streams += s.Streams
+				sr.Errors += s.Errors
+				for k, v := range s.ErrorText {
+					sr.ErrText.add(k, v)
+				}
+				sr.Events += s.Events
+				sr.HeldBack += s.HeldBack
+				f50, f99 := us(Percentile(s.TTFE, 50)), us(Percentile(s.TTFE, 99))
+				e50, e99 := us(Percentile(s.Delays, 50)), us(Percentile(s.Delays, 99))
+				t50, t99, d50, d99 = append(t50, f50), append(t99, f99), append(d50, e50), append(d99, e99)
+				if d := res.Streams[direct]; name != direct && i < len(d) {
+					at50 = append(at50, f50-us(Percentile(d[i].TTFE, 50)))
+					at99 = append(at99, f99-us(Percentile(d[i].TTFE, 99)))
+					ad50 = append(ad50, e50-us(Percentile(d[i].Delays, 50)))
+					ad99 = append(ad99, e99-us(Percentile(d[i].Delays, 99)))
+				}
 			}
-			if d := res.Streams[direct]; name != direct && d != nil {
-				sr.AddedTTFEP50 = ptr(sr.TTFEP50 - us(Percentile(d.TTFE, 50)))
-				sr.AddedTTFEP99 = ptr(sr.TTFEP99 - us(Percentile(d.TTFE, 99)))
-				sr.AddedDelayP50 = ptr(sr.DelayP50 - us(Percentile(d.Delays, 50)))
-				sr.AddedDelayP99 = ptr(sr.DelayP99 - us(Percentile(d.Delays, 99)))
+			sr.TTFEP50, sr.TTFEP99, sr.DelayP50, sr.DelayP99 = median(t50), median(t99), median(d50), median(d99)
+			if len(at50) > 0 {
+				sr.AddedTTFEP50, sr.AddedTTFEP99 = ptr(median(at50)), ptr(median(at99))
+				sr.AddedDelayP50, sr.AddedDelayP99 = ptr(median(ad50)), ptr(median(ad99))
 			}
 			tr.Stream = sr
-			tr.Errors += s.Errors
+			tr.Errors += sr.Errors
 		}
 		if m := res.Mass[name]; m != nil {
 			mr := &MassReport{
@@ -250,18 +300,17 @@ func (r *Report) checks() {
 			ratio(fmt.Sprintf("added p50 latency at %d requests/s", ar.Rate), "≤ 1.00", 1.0, ar.AddedP50, br.AddedP50)
 			ratio(fmt.Sprintf("added p99 latency at %d requests/s", ar.Rate), "≤ 1.25", 1.25, ar.AddedP99, br.AddedP99)
 		}
-		var acpu, bcpu time.Duration
-		var an, bn int
+		var acpu, bcpu []float64
 		for _, rate := range r.results.Config.Rates {
-			if s := r.results.Rates["aiproxy"][rate]; s != nil {
-				acpu, an = acpu+s.CPU, an+s.Requests
+			for _, s := range r.results.Rates["aiproxy"][rate] {
+				acpu = append(acpu, perRequest(s.CPU, s.Requests))
 			}
-			if s := r.results.Rates["baseline"][rate]; s != nil {
-				bcpu, bn = bcpu+s.CPU, bn+s.Requests
+			for _, s := range r.results.Rates["baseline"][rate] {
+				bcpu = append(bcpu, perRequest(s.CPU, s.Requests))
 			}
 		}
-		if an > 0 && bn > 0 {
-			ratio("proxy CPU per request (open-loop runs)", "≤ 1.10", 1.10, ptr(perRequest(acpu, an)), ptr(perRequest(bcpu, bn)))
+		if len(acpu) > 0 && len(bcpu) > 0 {
+			ratio("proxy CPU per request (open-loop runs)", "≤ 1.10", 1.10, ptr(median(acpu)), ptr(median(bcpu)))
 		}
 		if a.Stream != nil && b.Stream != nil {
 			ratio("stream time to first event added, p50", "≤ 1.00", 1.0, a.Stream.AddedTTFEP50, b.Stream.AddedTTFEP50)

@@ -41,11 +41,11 @@ type Config struct {
 	Progress io.Writer
 }
 
-// FullConfig is the default run: about 7 minutes with four targets.
+// FullConfig is the default run: about 8 minutes with four targets.
 func FullConfig() Config {
 	return Config{
-		Rates: []int{500, 1000}, RateDuration: 6 * time.Second, Rounds: 3, Warmup: 2 * time.Second,
-		ClosedConcurrency: 64, ClosedDuration: 6 * time.Second,
+		Rates: []int{500, 1000}, RateDuration: 4 * time.Second, Rounds: 5, Warmup: 2 * time.Second,
+		ClosedConcurrency: 64, ClosedDuration: 3 * time.Second,
 		ProbeStreams: 200, ProbeConcurrency: 20, ProbeEvents: 20, ProbePace: 10 * time.Millisecond,
 		MassStreams: 1000, MassPace: time.Second, MassSettle: 3 * time.Second,
 		ExtraRate: 100, ExtraDuration: 3 * time.Second,
@@ -80,32 +80,37 @@ func (c Config) logf(format string, args ...any) {
 	}
 }
 
-// Results holds every raw sample of a run, by target name.
+// Results holds every raw sample of a run, by target name: one per round
+// for the open-loop, closed-loop and stream phases.
 type Results struct {
 	Config  Config
 	Targets []string
-	Rates   map[string]map[int]*LoadSample
-	Closed  map[string]*LoadSample
-	Streams map[string]*StreamSample
+	Rates   map[string]map[int][]*LoadSample
+	Closed  map[string][]*LoadSample
+	Streams map[string][]*StreamSample
 	Mass    map[string]*MassSample
 }
 
 // Run measures targets; targets[0] is the mock itself ("direct"), which the
-// others' added latency is counted from. Each phase runs every target in
-// turn, rotating the order between rounds. Run stops early only if ctx
-// ends or a target fails its warm-up.
+// others' added latency is counted from. The open-loop, closed-loop and
+// stream phases run in rounds, each round every target in turn (the order
+// rotating), so that a disturbance of the machine hits one round of each
+// rather than all of one target; the report pairs each target's round with
+// the direct round next to it and takes the median over rounds. Run stops
+// early only if ctx ends or a target fails its warm-up.
 func Run(ctx context.Context, cfg Config, targets []Target) (*Results, error) {
 	res := &Results{
 		Config:  cfg,
-		Rates:   map[string]map[int]*LoadSample{},
-		Closed:  map[string]*LoadSample{},
-		Streams: map[string]*StreamSample{},
+		Rates:   map[string]map[int][]*LoadSample{},
+		Closed:  map[string][]*LoadSample{},
+		Streams: map[string][]*StreamSample{},
 		Mass:    map[string]*MassSample{},
 	}
 	for _, t := range targets {
 		res.Targets = append(res.Targets, t.Name)
-		res.Rates[t.Name] = map[int]*LoadSample{}
+		res.Rates[t.Name] = map[int][]*LoadSample{}
 	}
+	rounds := max(1, cfg.Rounds)
 	top := slices.Max(cfg.Rates)
 
 	// The streams first, on servers that have done nothing but a short
@@ -135,18 +140,14 @@ func Run(ctx context.Context, cfg Config, targets []Target) (*Results, error) {
 		}
 	}
 	for _, rate := range cfg.Rates {
-		for round := range cfg.Rounds {
+		for round := range rounds {
 			for i := range targets {
 				t := targets[(i+round)%len(targets)]
 				s := OpenLoop(ctx, t, rate, cfg.RateDuration, cfg.Sources)
 				cfg.logf("%s: %d requests/s, round %d: %d requests, %d errors, p50 %s p99 %s, CPU %.1f µs/request",
 					t.Name, rate, round+1, s.Requests, s.Errors, Percentile(s.Latencies, 50), Percentile(s.Latencies, 99),
 					perRequest(s.CPU, s.Requests))
-				if old := res.Rates[t.Name][rate]; old != nil {
-					old.merge(s)
-				} else {
-					res.Rates[t.Name][rate] = &s
-				}
+				res.Rates[t.Name][rate] = append(res.Rates[t.Name][rate], &s)
 				if err := ctx.Err(); err != nil {
 					return res, err
 				}
@@ -154,22 +155,29 @@ func Run(ctx context.Context, cfg Config, targets []Target) (*Results, error) {
 			}
 		}
 	}
-	for _, t := range targets {
-		s := ClosedLoop(ctx, t, cfg.ClosedConcurrency, cfg.ClosedDuration, cfg.Sources)
-		res.Closed[t.Name] = &s
-		cfg.logf("%s: closed loop, %d clients: %.0f requests/s, %d errors", t.Name, cfg.ClosedConcurrency,
-			float64(s.Requests)/s.Elapsed.Seconds(), s.Errors)
-		if err := ctx.Err(); err != nil {
-			return res, err
+	for round := range rounds {
+		for i := range targets {
+			t := targets[(i+round)%len(targets)]
+			s := ClosedLoop(ctx, t, cfg.ClosedConcurrency, cfg.ClosedDuration, cfg.Sources)
+			res.Closed[t.Name] = append(res.Closed[t.Name], &s)
+			cfg.logf("%s: closed loop, %d clients, round %d: %.0f requests/s, %d errors", t.Name, cfg.ClosedConcurrency,
+				round+1, float64(s.Requests)/s.Elapsed.Seconds(), s.Errors)
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
 		}
 	}
-	for _, t := range targets {
-		s := StreamProbe(ctx, t, cfg.ProbeStreams, cfg.ProbeConcurrency, cfg.ProbeEvents, cfg.ProbePace, cfg.Sources)
-		res.Streams[t.Name] = &s
-		cfg.logf("%s: %d streams, %d errors, first event p50 %s, event delay p99 %s, %d held back",
-			t.Name, s.Streams, s.Errors, Percentile(s.TTFE, 50), Percentile(s.Delays, 99), s.HeldBack)
-		if err := ctx.Err(); err != nil {
-			return res, err
+	per := max(1, cfg.ProbeStreams/rounds)
+	for round := range rounds {
+		for i := range targets {
+			t := targets[(i+round)%len(targets)]
+			s := StreamProbe(ctx, t, per, cfg.ProbeConcurrency, cfg.ProbeEvents, cfg.ProbePace, cfg.Sources)
+			res.Streams[t.Name] = append(res.Streams[t.Name], &s)
+			cfg.logf("%s: %d streams, round %d: %d errors, first event p50 %s, event delay p99 %s, %d held back",
+				t.Name, s.Streams, round+1, s.Errors, Percentile(s.TTFE, 50), Percentile(s.Delays, 99), s.HeldBack)
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
 		}
 	}
 	return res, nil

@@ -16,8 +16,8 @@
 // The same binary is the mock, the baseline and a profiling aiproxy:
 //
 //	aiproxy-bench mock -listen ADDR [-latency D]
-//	aiproxy-bench baseline -listen ADDR -upstream URL [-cpuprofile F] [-memprofile F]
-//	aiproxy-bench aiproxy [-cpuprofile F] [-memprofile F] -- AIPROXY-ARGS...
+//	aiproxy-bench baseline -listen ADDR -upstream URL [-cpuprofile F] [-memprofile F] [-pprof ADDR]
+//	aiproxy-bench aiproxy [-cpuprofile F] [-memprofile F] [-pprof ADDR] -- AIPROXY-ARGS...
 package main
 
 import (
@@ -25,12 +25,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	_ "expvar" // memstats for -pprof
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // for -pprof
 	"net/url"
 	"os"
 	"os/exec"
@@ -110,7 +112,9 @@ func runBaseline(args []string) int {
 	upstream := fs.String("upstream", "", "upstream base URL")
 	cpu := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	mem := fs.String("memprofile", "", "write an allocation profile to this file at exit")
+	pp := fs.String("pprof", "", "serve net/http/pprof and expvar (memstats) on this address")
 	fs.Parse(args)
+	servePprof(*pp)
 	u, err := url.Parse(*upstream)
 	if err != nil || u.Host == "" {
 		fmt.Fprintln(os.Stderr, "baseline: -upstream must be a URL")
@@ -135,7 +139,9 @@ func runAiproxy(args []string) int {
 	fs := flag.NewFlagSet("aiproxy", flag.ExitOnError)
 	cpu := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	mem := fs.String("memprofile", "", "write an allocation profile to this file at exit")
+	pp := fs.String("pprof", "", "serve net/http/pprof and expvar (memstats) on this address")
 	fs.Parse(args)
+	servePprof(*pp)
 	stop, err := startProfiles(*cpu, *mem)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "aiproxy:", err)
@@ -146,6 +152,19 @@ func runAiproxy(args []string) int {
 	cancel()
 	stop()
 	return code
+}
+
+// servePprof serves the default mux, where net/http/pprof and expvar
+// register, on addr, for looking into a server under load by hand.
+func servePprof(addr string) {
+	if addr == "" {
+		return
+	}
+	go func() {
+		if err := http.ListenAndServe(addr, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "pprof:", err)
+		}
+	}()
 }
 
 func startProfiles(cpu, mem string) (func(), error) {
