@@ -1,3 +1,5 @@
+//go:build unix
+
 package e2e_test
 
 import (
@@ -216,7 +218,7 @@ func (c *creator) medianDur() time.Duration {
 }
 
 // killCLIMidway starts a CLI command and kills it with SIGKILL at a random
-// moment between 30 % and 110 % of its typical run time, where it opens
+// moment between 20 % and 90 % of its typical run time, where it opens
 // the database and writes. It returns the result;
 // code is -1 when the kill landed before the command ended.
 func killCLIMidway(t *testing.T, e *env, rng *rand.Rand, typical time.Duration, args ...string) cliResult {
@@ -233,7 +235,7 @@ func killCLIMidway(t *testing.T, e *env, rng *rand.Rand, typical time.Duration, 
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(typical*3/10 + time.Duration(rng.Int64N(int64(typical)*8/10))):
+	case <-time.After(typical/5 + time.Duration(rng.Int64N(int64(typical)*7/10))):
 		cmd.Process.Kill()
 		select {
 		case err = <-done:

@@ -1,3 +1,5 @@
+//go:build unix
+
 package e2e_test
 
 import (
@@ -113,6 +115,7 @@ func wantRefused(t *testing.T, e *env, db string, want string, cred *syscall.Cre
 		if cred != nil {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		}
+		orphanProof(cmd)
 		r := runUntil(t, cmd, 10*time.Second)
 		wantOneLineError(t, r, want)
 		t.Logf("%s → %q", args[0], strings.TrimSpace(r.stderr))
@@ -203,6 +206,7 @@ func TestDB5_UnwritableAtStartup(t *testing.T) {
 		cmd := exec.Command(bin, "--db", db, "user", "create", "erin")
 		cmd.Env = processEnv()
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+		orphanProof(cmd)
 		if r := runUntil(t, cmd, 10*time.Second); r.code != 0 {
 			t.Fatalf("control: %v, want exit 0", r)
 		}

@@ -1,3 +1,5 @@
+//go:build unix
+
 package e2e_test
 
 import (
@@ -80,10 +82,15 @@ func processEnv() []string {
 		switch {
 		case strings.HasPrefix(k, "AIPROXY_"), k == "ACCESS_TOKEN", k == "OPENAI_API_KEY", k == "OPENAPI_API_KEY",
 			strings.EqualFold(k, "HTTP_PROXY"), strings.EqualFold(k, "HTTPS_PROXY"), strings.EqualFold(k, "ALL_PROXY"),
-			k == helperEnv:
+			k == helperEnv, k == "GORACE":
 			continue
 		}
 		out = append(out, kv)
+	}
+	if raceEnabled {
+		// The race runtime sleeps 1 s at exit by default, which would make
+		// every CLI command take a second.
+		out = append(out, "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"))
 	}
 	return out
 }
@@ -107,6 +114,7 @@ func (e *env) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(e.bin, append([]string{"--db", e.db}, args...)...)
 	cmd.Env = append(processEnv(), e.extraEnv...)
 	cmd.WaitDelay = 5 * time.Second
+	orphanProof(cmd)
 	return cmd
 }
 

@@ -1,4 +1,4 @@
-//go:build load
+//go:build unix && load
 
 package e2e_test
 
@@ -76,6 +76,7 @@ func startUpstreams(t *testing.T) []string {
 	}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"=upstream", "AIPROXY_E2E_ADDRS="+strings.Join(addrs, ","))
+	orphanProof(cmd)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package e2e_test holds aiproxy's black-box reliability tests
 // (RELIABILITY.md sections 7 and 8): they build the aiproxy binary once,
 // run `aiproxy serve` and CLI commands as real processes on one SQLite file,

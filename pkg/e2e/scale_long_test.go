@@ -1,8 +1,11 @@
-//go:build e2elong
+//go:build unix && e2elong
 
 package e2e_test
 
 import "time"
+
+// longRun is true: scale is the full run, also under -race.
+const longRun = true
 
 // scale is the full run (-tags e2elong): the figures of RELIABILITY.md.
 var scale = scaleConfig{

@@ -1,12 +1,16 @@
-//go:build !e2elong
+//go:build unix && !e2elong
 
 package e2e_test
 
 import "time"
 
+// longRun is false: scale is the bounded CI subset.
+const longRun = false
+
 // scale is the bounded CI subset: the same checks as the full run, with
-// smaller counts and shorter durations. Build with -tags e2elong for the
-// full figures of RELIABILITY.md.
+// smaller counts and shorter durations (smaller still under -race, see
+// raceScale). Build with -tags e2elong for the full figures of
+// RELIABILITY.md.
 var scale = scaleConfig{
 	db1ServerKills: 20,
 	db1CLIKills:    20,

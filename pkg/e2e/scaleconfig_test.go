@@ -1,3 +1,5 @@
+//go:build unix
+
 package e2e_test
 
 import "time"
@@ -22,4 +24,31 @@ type scaleConfig struct {
 	db8Rate        int           // DB-8: proxied requests per second
 	db8ReaderHold  time.Duration // DB-8: how long the reader holds its transaction
 	db8ReaderEvery time.Duration // DB-8: one reader hold starts this often
+}
+
+// raceScale replaces the default scale under -race, where the race-built
+// binary and this test process (SQLite included) run several times slower:
+// `go test -race ./...` then runs every check, at smaller counts, within
+// about a minute and a half. The default counts run without -race
+// (`go test ./pkg/e2e`), the full ones with -tags e2elong.
+var raceScale = scaleConfig{
+	db1ServerKills: 8,
+	db1CLIKills:    8,
+	db1MaxUsers:    200,
+	db2Loops:       4,
+	db2Ops:         12,
+	db2Rate:        100,
+	db3Hold:        8 * time.Second,
+	db3Requests:    100,
+	db6Users:       10_000,
+	db8Duration:    12 * time.Second,
+	db8Rate:        200,
+	db8ReaderHold:  6 * time.Second,
+	db8ReaderEvery: 12 * time.Second,
+}
+
+func init() {
+	if raceEnabled && !longRun {
+		scale = raceScale
+	}
 }
