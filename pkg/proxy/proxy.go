@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,16 +191,20 @@ type exchange struct {
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	x := &exchange{start: p.now(), path: r.URL.Path}
 	defer p.finish(r, x)
-	out, key, strip, ok := p.prepare(w, r, x, route)
+	// The upstream request runs under ctx: the client's, which ends when
+	// it leaves, and cancel, which the idle timer calls.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	out, key, strip, ok := p.prepare(ctx, w, r, x, route)
 	if !ok {
 		return
 	}
-	p.roundTrip(w, r, out, x, key, strip)
+	p.roundTrip(w, r, out, x, key, strip, cancel)
 }
 
 // prepare checks the request (provider, key) and builds the upstream
 // request, or answers the error itself and reports false.
-func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, route Route) (out *http.Request, key string, strip, ok bool) {
+func (p *Proxy) prepare(ctx context.Context, w http.ResponseWriter, r *http.Request, x *exchange, route Route) (out *http.Request, key string, strip, ok bool) {
 	host := route.Host
 	if host == "" {
 		hv := r.Header.Values("X-Host-Final")
@@ -251,7 +256,7 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 		return nil, "", false, false
 	}
 
-	return p.outgoing(w, r, x, route, prov)
+	return p.outgoing(ctx, w, r, x, route, prov)
 }
 
 // authenticate checks the Authorization header: exactly one, "Bearer KEY".
@@ -330,12 +335,60 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
+// notForwarded are the client's headers that never go upstream: the
+// hop-by-hop ones, aiproxy's own X-Host-Final, Accept-Encoding (so that
+// usage can be read), cookies and client-IP headers. (Authorization is
+// replaced.)
+var notForwarded = map[string]bool{
+	"X-Host-Final": true, "Accept-Encoding": true, "Forwarded": true, "X-Forwarded-For": true,
+	"X-Forwarded-Host": true, "X-Forwarded-Proto": true, "X-Real-Ip": true, "Cf-Connecting-Ip": true,
+	"True-Client-Ip": true, "Cookie": true,
+}
+
+func init() {
+	for _, h := range hopHeaders {
+		notForwarded[h] = true
+	}
+}
+
+// outgoingHeader is in.Clone() without notForwarded and the headers that
+// in's Connection header names, in one pass and two allocations.
+func outgoingHeader(in http.Header) http.Header {
+	var named []string
+	for _, f := range in["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				named = append(named, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	nv := 0
+	for _, vv := range in {
+		nv += len(vv)
+	}
+	sv := make([]string, nv)
+	out := make(http.Header, len(in))
+	for k, vv := range in {
+		if notForwarded[k] || slices.Contains(named, k) {
+			continue
+		}
+		if vv == nil {
+			out[k] = nil // as Clone keeps it
+			continue
+		}
+		n := copy(sv, vv)
+		out[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return out
+}
+
 // outgoing builds the upstream request: the provider's URL, its key, the
 // client's headers without hop-by-hop ones, X-Host-Final, the client's key,
 // Accept-Encoding (so usage can be read) or client-IP headers. It reads a
 // JSON body (bounded by MaxBody) to learn the model and, for a streamed chat
 // completion whose client did not ask for usage, to ask the upstream for it.
-func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, route Route, prov aiproxy.Provider) (out *http.Request, key string, strip, ok bool) {
+func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Request, x *exchange, route Route, prov aiproxy.Provider) (out *http.Request, key string, strip, ok bool) {
 	if r.ContentLength > p.cfg.MaxBody {
 		p.tooLarge(w, x)
 		return nil, "", false, false
@@ -360,7 +413,7 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 		info := openai.InspectRequest(buf)
 		x.model = info.Model
 		x.streamed = info.Stream
-		if info.Stream && !info.IncludeUsage && prov.InjectUsage && strings.HasSuffix(route.Path+r.URL.Path, "/chat/completions") {
+		if info.Stream && !info.IncludeUsage && prov.InjectUsage && chatCompletions(route.Path, r.URL.Path) {
 			if nb, ok := openai.InjectIncludeUsage(buf); ok {
 				buf, strip = nb, true
 			}
@@ -372,7 +425,7 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 		// Let the upstream answer while the client is still sending.
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, body)
+	out, err := http.NewRequestWithContext(ctx, r.Method, target, body)
 	if err != nil {
 		p.internal(w, x, err)
 		return nil, "", false, false
@@ -390,18 +443,7 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 		}
 	}
 	out.ContentLength = length
-	out.Header = r.Header.Clone()
-	removeHopHeaders(out.Header)
-	out.Header.Del("X-Host-Final")
-	out.Header.Del("Accept-Encoding")
-	out.Header.Del("Forwarded")
-	out.Header.Del("X-Forwarded-For")
-	out.Header.Del("X-Forwarded-Host")
-	out.Header.Del("X-Forwarded-Proto")
-	out.Header.Del("X-Real-Ip")
-	out.Header.Del("Cf-Connecting-Ip")
-	out.Header.Del("True-Client-Ip")
-	out.Header.Del("Cookie")
+	out.Header = outgoingHeader(r.Header)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // Go would add its own
 	}
@@ -413,6 +455,16 @@ func (p *Proxy) outgoing(w http.ResponseWriter, r *http.Request, x *exchange, ro
 // pickKey spreads requests over the provider's keys in turn.
 func (p *Proxy) pickKey(prov aiproxy.Provider) string {
 	return prov.Keys[int(p.next.Add(1)%uint64(len(prov.Keys)))]
+}
+
+// chatCompletions reports whether a+b ends in /chat/completions, without
+// concatenating them.
+func chatCompletions(a, b string) bool {
+	const suffix = "/chat/completions"
+	if len(b) >= len(suffix) {
+		return strings.HasSuffix(b, suffix)
+	}
+	return len(a)+len(b) >= len(suffix) && strings.HasSuffix(a, suffix[:len(suffix)-len(b)]) && suffix[len(suffix)-len(b):] == b
 }
 
 // routePath is the path appended to the base URL: the request path for
@@ -432,8 +484,9 @@ func routePath(r *http.Request, route Route) string {
 // Content-Type sends application/x-www-form-urlencoded. Anything else
 // (multipart audio uploads, …) streams through unread.
 func isJSON(ct string) bool {
-	if ct == "" {
-		return true
+	switch ct {
+	case "", "application/json", "application/json; charset=utf-8":
+		return true // the values SDKs send, without ParseMediaType's map
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json") ||
@@ -448,10 +501,7 @@ var (
 )
 
 // roundTrip sends out and streams the answer to w as it arrives.
-func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Request, x *exchange, key string, strip bool) {
-	ctx, cancel := context.WithCancel(out.Context())
-	defer cancel()
-	out = out.WithContext(ctx)
+func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Request, x *exchange, key string, strip bool, cancel context.CancelFunc) {
 	res, err := p.transport.RoundTrip(out)
 	if err != nil {
 		p.upstreamError(w, r, x, err)
@@ -631,6 +681,12 @@ type errReader struct{ err error }
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 func isEventStream(ct string) bool {
+	switch ct {
+	case "text/event-stream", "text/event-stream; charset=utf-8":
+		return true // the values providers send, without ParseMediaType's map
+	case "application/json", "application/json; charset=utf-8":
+		return false
+	}
 	mt, _, _ := mime.ParseMediaType(ct)
 	return mt == "text/event-stream"
 }
