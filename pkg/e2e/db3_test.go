@@ -130,7 +130,7 @@ func TestDB3_HeldWriteLock(t *testing.T) {
 	dp50, dp99 := percentile(during, 0.5), percentile(during, 0.99)
 	limit := bp99 + 50*time.Millisecond
 	if raceEnabled {
-		limit = bp99 + 150*time.Millisecond
+		limit = bp99 + 250*time.Millisecond // a slower binary, beside other packages' tests
 	}
 	if dp99 > limit {
 		t.Errorf("proxied p99 under a held lock = %v, want ≤ %v (p99 before: %v)", dp99, limit, bp99)
