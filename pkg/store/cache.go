@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"sync"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
@@ -34,9 +35,22 @@ type cache struct {
 
 	users     map[string]aiproxy.User
 	providers map[string]providerEntry
+	// Loads in flight, by key: a request that misses while another one
+	// loads the same key waits for that load instead of querying too, so a
+	// commit that empties the cache under load costs one query per key,
+	// not one per request.
+	userLoads     map[string]*load[aiproxy.User]
+	providerLoads map[string]*load[providerEntry]
 
 	wal  *walIndex // nil: read data_version on every lookup
 	seen walHeader // the WAL-index header when data_version was last read
+}
+
+// load is one lookup in flight; done is closed when v and err are set.
+type load[T any] struct {
+	done chan struct{}
+	v    T
+	err  error
 }
 
 // providerEntry is a cached provider, or the fact that a host is not one
@@ -135,46 +149,87 @@ func (c *cache) sync(ctx context.Context) error {
 	return nil
 }
 
-// reset empties both maps.
+// reset empties both maps, and forgets the loads in flight: they began
+// before the change that this reset is for.
 func (c *cache) reset() {
 	c.gen++
 	c.users = map[string]aiproxy.User{}
 	c.providers = map[string]providerEntry{}
+	c.userLoads = map[string]*load[aiproxy.User]{}
+	c.providerLoads = map[string]*load[providerEntry]{}
+}
+
+// lookup returns m[key], synced, or the result of fn, run once for all the
+// callers that miss on key at the same time. The caller holds c.mu, which
+// lookup releases. An answer is kept in m only if the cache was not
+// emptied while fn ran. A caller that joined a load which failed because
+// its starter's context ended loads again itself.
+//
+// fn runs without the lock, so that misses on different keys (many, after a
+// commit emptied the cache) do not queue behind each other. An answer that a
+// commit made stale while it loaded is never served: every lookup syncs
+// first, and that commit empties the cache and its loads in flight.
+func lookup[T any](ctx context.Context, c *cache, m map[string]T, loads map[string]*load[T], key string,
+	keep func(T, error) bool, fn func() (T, error)) (T, error) {
+	if v, ok := m[key]; ok {
+		c.mu.Unlock()
+		return v, nil
+	}
+	if l, ok := loads[key]; ok {
+		c.mu.Unlock()
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
+		if l.err == nil || !isContextErr(l.err) || ctx.Err() != nil {
+			return l.v, l.err
+		}
+		return fn() // the starter left; this caller did not
+	}
+	l := &load[T]{done: make(chan struct{}), err: errLoadFailed}
+	loads[key] = l
+	gen := c.gen
+	c.mu.Unlock()
+	defer func() {
+		// Also when fn panics: the callers waiting get errLoadFailed.
+		c.mu.Lock()
+		if c.gen == gen {
+			if l.err == nil && keep(l.v, l.err) {
+				if len(m) >= maxCached {
+					c.reset()
+				} else {
+					m[key] = l.v
+				}
+			}
+			delete(loads, key)
+		}
+		c.mu.Unlock()
+		close(l.done)
+	}()
+	v, err := fn()
+	l.v, l.err = v, err
+	return v, err
+}
+
+// errLoadFailed is what callers waiting on a load get if it panicked.
+var errLoadFailed = errors.New("cache: lookup failed")
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // user returns the cached user for keyHash, loading it with load on a miss.
 // Unknown keys are not cached, so garbage keys cannot fill memory.
-//
-// load runs without the lock, so that misses (many at once, after a commit
-// emptied the cache) do not queue behind each other; its answer is kept
-// only if the cache was not emptied meanwhile. An answer that a commit made
-// stale while it loaded is never served: every lookup syncs first, and that
-// commit empties the cache.
 func (c *cache) user(ctx context.Context, keyHash string, load func() (aiproxy.User, error)) (aiproxy.User, error) {
 	c.mu.Lock()
 	if err := c.sync(ctx); err != nil {
 		c.mu.Unlock()
 		return aiproxy.User{}, err
 	}
-	if u, ok := c.users[keyHash]; ok {
-		c.mu.Unlock()
-		return u, nil
-	}
-	gen := c.gen
-	c.mu.Unlock()
-
-	u, err := load()
-	if err == nil {
-		c.mu.Lock()
-		if c.gen == gen {
-			if len(c.users) >= maxCached {
-				c.reset()
-			}
-			c.users[keyHash] = u
-		}
-		c.mu.Unlock()
-	}
-	return u, err
+	return lookup(ctx, c, c.users, c.userLoads, keyHash,
+		func(_ aiproxy.User, err error) bool { return err == nil }, load)
 }
 
 // provider is user's twin for providers by host; a host that is not
@@ -185,27 +240,20 @@ func (c *cache) provider(ctx context.Context, host string, load func() (aiproxy.
 		c.mu.Unlock()
 		return aiproxy.Provider{}, err
 	}
-	if e, ok := c.providers[host]; ok {
-		c.mu.Unlock()
-		if e.missing {
-			return aiproxy.Provider{}, aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", host)
-		}
-		return e.p, nil
-	}
-	gen := c.gen
-	c.mu.Unlock()
-
-	p, err := load()
-	missing := aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND
-	if err == nil || missing {
-		c.mu.Lock()
-		if c.gen == gen {
-			if len(c.providers) >= maxCached {
-				c.reset()
+	e, err := lookup(ctx, c, c.providers, c.providerLoads, host,
+		func(_ providerEntry, err error) bool { return err == nil },
+		func() (providerEntry, error) {
+			p, err := load()
+			if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
+				return providerEntry{missing: true}, nil
 			}
-			c.providers[host] = providerEntry{p: p, missing: missing}
-		}
-		c.mu.Unlock()
+			return providerEntry{p: p}, err
+		})
+	if err != nil {
+		return aiproxy.Provider{}, err
 	}
-	return p, err
+	if e.missing {
+		return aiproxy.Provider{}, aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", host)
+	}
+	return e.p, nil
 }

@@ -160,3 +160,77 @@ func TestCache_ConcurrentResets(t *testing.T) {
 		t.Fatalf("%d lookups accepted a key after its reset returned", n)
 	}
 }
+
+// TestCache_SharedLoads: lookups that miss on one key at the same time
+// share one load; a caller whose shared load failed only because its
+// starter left loads again; a panicking load fails its waiters.
+func TestCache_SharedLoads(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	serve, _ := openPair(t)
+	c := serve.cache
+	var calls atomic.Int64
+	release := make(chan struct{})
+	slow := func() (aiproxy.User, error) {
+		calls.Add(1)
+		<-release
+		return aiproxy.User{ID: 7, Name: "carol"}, nil
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if u, err := c.user(ctx, "k1", slow); err != nil || u.ID != 7 {
+				t.Errorf("user(k1) = %+v, %v; want carol", u, err)
+			}
+		}()
+	}
+	for calls.Load() == 0 {
+		runtime.Gosched()
+	}
+	time.Sleep(20 * time.Millisecond) // let the others join
+	close(release)
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("20 concurrent misses made %d loads, want 1", n)
+	}
+
+	// The starter's context ends: a joiner with a live context loads itself.
+	startCtx, cancelStart := context.WithCancel(ctx)
+	started := make(chan struct{})
+	go c.user(startCtx, "k2", func() (aiproxy.User, error) {
+		close(started)
+		<-startCtx.Done()
+		return aiproxy.User{}, startCtx.Err()
+	})
+	<-started
+	done := make(chan error, 1)
+	go func() {
+		u, err := c.user(ctx, "k2", func() (aiproxy.User, error) { return aiproxy.User{ID: 8}, nil })
+		if err == nil && u.ID != 8 {
+			err = fmt.Errorf("user = %+v", u)
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancelStart()
+	if err := <-done; err != nil {
+		t.Errorf("joiner of a load whose starter left: %v, want its own answer", err)
+	}
+
+	// A load that panics: its waiter gets an error, never a zero user.
+	entered := make(chan struct{})
+	go func() {
+		defer func() { recover() }()
+		c.user(ctx, "k3", func() (aiproxy.User, error) {
+			close(entered)
+			time.Sleep(200 * time.Millisecond) // the waiter joins meanwhile
+			panic("boom")
+		})
+	}()
+	<-entered
+	if _, err := c.user(ctx, "k3", func() (aiproxy.User, error) { return aiproxy.User{ID: 9}, nil }); err == nil {
+		t.Error("waiter of a panicked load got no error")
+	}
+}
