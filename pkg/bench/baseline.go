@@ -25,6 +25,10 @@ func NewBaseline(upstream *url.URL, errLog *log.Logger) http.Handler {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 100
 	tr.MaxIdleConns = 1000
+	return newBaseline(upstream, errLog, tr)
+}
+
+func newBaseline(upstream *url.URL, errLog *log.Logger, tr http.RoundTripper) http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(upstream) },
 		Transport: tr,

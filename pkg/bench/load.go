@@ -240,14 +240,17 @@ type StreamSample struct {
 	Errors    int
 	ErrorText Errs
 	// TTFE is each stream's time from sending the request to reading its
-	// first event.
-	TTFE []time.Duration
+	// first event; Headers to reading its response headers.
+	TTFE    []time.Duration
+	Headers []time.Duration
 	// Delays is each event's time from the mock's write to the client's read.
 	Delays []time.Duration
 	// HeldBack counts events read half a pace or more after the mock wrote
 	// them: an event a proxy kept until the next one came.
 	HeldBack int
 	Events   int
+	// CPU is the CPU time the target's processes used during the probe.
+	CPU time.Duration
 }
 
 func (s *StreamSample) fail(msg string) {
@@ -255,57 +258,68 @@ func (s *StreamSample) fail(msg string) {
 	s.ErrorText.add(msg, 1)
 }
 
-// StreamProbe sends streams stream requests to t, conc at a time, each for
-// events events pace apart, and times every event.
+// StreamProbe sends streams stream requests to t, each of events events
+// pace apart, and times every event. The streams start at an even pace (open
+// loop), one every events*pace/conc, so that about conc are open at a time
+// but they do not start in step: a burst of simultaneous starts would
+// measure how the machine queues the burst more than what the proxy adds.
 func StreamProbe(ctx context.Context, t Target, streams, conc, events int, pace time.Duration, sources []string) StreamSample {
-	client := &http.Client{Transport: NewTransport(sources, conc)}
+	client := &http.Client{Transport: NewTransport(sources, 2*conc)}
 	defer client.CloseIdleConnections()
 	var mu sync.Mutex
 	var total StreamSample
-	var seq atomic.Uint64
-	work := make(chan struct{})
 	var wg sync.WaitGroup
-	for range conc {
+	gap := time.Duration(int64(max(events-1, 1))*int64(pace)) / time.Duration(max(conc, 1))
+	if gap <= 0 {
+		gap = time.Millisecond
+	}
+	before := ReadProcs(t.pids())
+	tick := time.NewTicker(gap)
+	defer tick.Stop()
+	for i := range streams {
+		if i > 0 {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range work {
-				r := readStream(ctx, client, t, seq.Add(1), events, pace, nil)
-				mu.Lock()
-				total.Streams++
-				if r.err != nil {
-					total.fail(r.err.Error())
-				} else {
-					total.TTFE = append(total.TTFE, r.ttfe)
-				}
-				total.Delays = append(total.Delays, r.delays...)
-				total.Events += len(r.delays)
-				if pace > 0 {
-					for _, d := range r.delays {
-						if d >= pace/2 {
-							total.HeldBack++
-						}
+			r := readStream(ctx, client, t, uint64(i), events, pace, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			total.Streams++
+			if r.err != nil {
+				total.fail(r.err.Error())
+			} else {
+				total.TTFE = append(total.TTFE, r.ttfe)
+				total.Headers = append(total.Headers, r.headers)
+			}
+			total.Delays = append(total.Delays, r.delays...)
+			total.Events += len(r.delays)
+			if pace > 0 {
+				for _, d := range r.delays {
+					if d >= pace/2 {
+						total.HeldBack++
 					}
 				}
-				mu.Unlock()
 			}
 		}()
 	}
-	for range streams {
-		select {
-		case work <- struct{}{}:
-		case <-ctx.Done():
-		}
-	}
-	close(work)
 	wg.Wait()
+	total.CPU = ReadProcs(t.pids()).CPU - before.CPU
 	return total
 }
 
 type streamResult struct {
-	ttfe   time.Duration
-	delays []time.Duration
-	err    error
+	ttfe    time.Duration
+	headers time.Duration
+	delays  []time.Duration
+	err     error
 }
 
 // readStream sends one stream request and reads it to its end (or, with
@@ -328,6 +342,7 @@ func readStream(ctx context.Context, client *http.Client, t Target, i uint64, ev
 		r.err = err
 		return r
 	}
+	r.headers = time.Since(start)
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		r.err = fmt.Errorf("status %d", res.StatusCode)

@@ -82,6 +82,8 @@ type StreamReport struct {
 	DelayP99      float64  `json:"event_delay_p99_us"`
 	AddedDelayP50 *float64 `json:"added_event_delay_p50_us,omitempty"`
 	AddedDelayP99 *float64 `json:"added_event_delay_p99_us,omitempty"`
+	// CPU is the target's CPU time per stream.
+	CPU float64 `json:"cpu_us_per_stream"`
 }
 
 // MassReport is the concurrent streams.
@@ -209,8 +211,9 @@ func NewReport(res *Results) *Report {
 		}
 		if rounds := res.Streams[name]; len(rounds) > 0 {
 			sr := &StreamReport{}
-			var t50, t99, d50, d99, at50, at99, ad50, ad99 []float64
+			var t50, t99, d50, d99, at50, at99, ad50, ad99, cpu []float64
 			for i, s := range rounds {
+				cpu = append(cpu, perRequest(s.CPU, s.Streams))
 				sr.Streams += s.Streams
 				sr.Errors += s.Errors
 				for k, v := range s.ErrorText {
@@ -229,6 +232,7 @@ func NewReport(res *Results) *Report {
 				}
 			}
 			sr.TTFEP50, sr.TTFEP99, sr.DelayP50, sr.DelayP99 = median(t50), median(t99), median(d50), median(d99)
+			sr.CPU = math.Round(median(cpu)*10) / 10
 			if len(at50) > 0 {
 				sr.AddedTTFEP50, sr.AddedTTFEP99 = ptr(median(at50)), ptr(median(at99))
 				sr.AddedDelayP50, sr.AddedDelayP99 = ptr(median(ad50)), ptr(median(ad99))
@@ -419,6 +423,12 @@ func (r *Report) Markdown() string {
 			return ""
 		}
 		return fmt.Sprintf("**%.0f / %.0f**", *t.Stream.AddedDelayP50, *t.Stream.AddedDelayP99)
+	})
+	row(fmt.Sprintf("stream: CPU per stream of %d events (µs)", r.results.Config.ProbeEvents), func(t *TargetReport) string {
+		if t.Stream == nil || t.Name == r.Targets[0].Name {
+			return ""
+		}
+		return fmt.Sprintf("%.0f", t.Stream.CPU)
 	})
 	row("stream: events held back", func(t *TargetReport) string {
 		if t.Stream == nil {
