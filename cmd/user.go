@@ -54,6 +54,13 @@ func newUserCreateCmd(app *appContext) *cobra.Command {
 }
 
 func runUserCreate(ctx context.Context, app *appContext, out io.Writer, opts userKeyOptions) error {
+	return runUserKey(ctx, app, out, opts, (*admin.Service).CreateUser)
+}
+
+// runUserKey runs create or reset, which share their input and output:
+// NAME and --expires in, the new key alone on one line out.
+func runUserKey(ctx context.Context, app *appContext, out io.Writer, opts userKeyOptions,
+	op func(*admin.Service, context.Context, string, admin.Expiry) (string, error)) error {
 	svc, err := app.service(ctx)
 	if err != nil {
 		return err
@@ -62,7 +69,7 @@ func runUserCreate(ctx context.Context, app *appContext, out io.Writer, opts use
 	if err != nil {
 		return err
 	}
-	key, err := svc.CreateUser(ctx, opts.Name, exp)
+	key, err := op(svc, ctx, opts.Name, exp)
 	if err != nil {
 		return err
 	}
@@ -87,20 +94,7 @@ func newUserResetCmd(app *appContext) *cobra.Command {
 }
 
 func runUserReset(ctx context.Context, app *appContext, out io.Writer, opts userKeyOptions) error {
-	svc, err := app.service(ctx)
-	if err != nil {
-		return err
-	}
-	exp, err := svc.ExpiryFrom(opts.Expires)
-	if err != nil {
-		return err
-	}
-	key, err := svc.ResetUser(ctx, opts.Name, exp)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(out, key)
-	return err
+	return runUserKey(ctx, app, out, opts, (*admin.Service).ResetUser)
 }
 
 func newUserDeleteCmd(app *appContext) *cobra.Command {
