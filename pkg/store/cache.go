@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
@@ -44,7 +45,20 @@ type cache struct {
 
 	wal  *walIndex // nil: read data_version on every lookup
 	seen walHeader // the WAL-index header when data_version was last read
+
+	// used holds the user keys looked up since the last change; after a
+	// change, refreshStmt reloads the cached ones among them in one query
+	// instead of letting each request that misses reload its own.
+	used        map[string]struct{}
+	refreshStmt *sql.Stmt // nil: empty the user map instead
 }
+
+// refreshBatch is how many users one refresh query reloads, and
+// maxRefresh the most users a refresh reloads (beyond, the map empties).
+const (
+	refreshBatch = 64
+	maxRefresh   = 16 * refreshBatch
+)
 
 // load is one lookup in flight; done is closed when v and err are set.
 type load[T any] struct {
@@ -70,7 +84,13 @@ func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
 		conn.Close()
 		return nil, err
 	}
-	c := &cache{conn: conn, stmt: stmt, version: -1}
+	c := &cache{conn: conn, stmt: stmt, version: -1, used: map[string]struct{}{}}
+	// The same columns and scanner as userByKeyHash, for refreshBatch keys.
+	q := "SELECT key_hash, " + userColumns + " FROM users WHERE key_hash IN (?" +
+		strings.Repeat(", ?", refreshBatch-1) + ")"
+	if c.refreshStmt, err = conn.PrepareContext(ctx, q); err != nil {
+		c.refreshStmt = nil // refresh by emptying, as before
+	}
 	// The fast path needs a WAL database with a -shm file: this connection
 	// keeps it open (and so unshrunk) until close.
 	var mode string
@@ -112,6 +132,9 @@ func mainFile(ctx context.Context, conn *sql.Conn) (string, error) {
 // close releases the pinned connection. The -shm descriptor stays open
 // for closeFile, after the last SQLite connection is gone.
 func (c *cache) close() {
+	if c.refreshStmt != nil {
+		c.refreshStmt.Close()
+	}
 	c.stmt.Close()
 	c.conn.Close()
 }
@@ -142,11 +165,85 @@ func (c *cache) sync(ctx context.Context) error {
 		return err
 	}
 	if v != c.version {
+		first := c.version < 0
 		c.version = v
-		c.reset()
+		if first {
+			c.reset()
+		} else {
+			c.refresh(ctx)
+		}
 	}
 	c.seen = hdr
 	return nil
+}
+
+// refresh brings the cache up to date after a change: the users looked up
+// since the last change are reloaded, all in one query per refreshBatch;
+// one whose key is gone (deleted, reset) drops out; everything else is
+// emptied, as by reset. Under load most changes are the usage writer's
+// commits, which change no user: without refresh, each of them made every
+// active user's next request reload it, on its critical path. The caller
+// holds c.mu.
+func (c *cache) refresh(ctx context.Context) {
+	var keys []string
+	for k := range c.used {
+		if _, ok := c.users[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	c.reset()
+	if len(keys) == 0 || len(keys) > maxRefresh || c.refreshStmt == nil {
+		return
+	}
+	fresh, err := c.reload(ctx, keys)
+	if err != nil {
+		return // emptied: each lookup loads again
+	}
+	c.users = fresh
+}
+
+// reload reads the users holding keys, in queries of refreshBatch keys.
+func (c *cache) reload(ctx context.Context, keys []string) (map[string]aiproxy.User, error) {
+	fresh := make(map[string]aiproxy.User, len(keys))
+	args := make([]any, refreshBatch)
+	for lo := 0; lo < len(keys); lo += refreshBatch {
+		for i := range args {
+			args[i] = "" // no key hashes to ""
+			if lo+i < len(keys) {
+				args[i] = keys[lo+i]
+			}
+		}
+		rows, err := c.refreshStmt.QueryContext(ctx, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var hash string
+			u, err := scanUser(hashScanner{rows, &hash})
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			fresh[hash] = u
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return fresh, nil
+}
+
+// hashScanner scans a refresh row: the key hash, then the columns scanUser
+// reads.
+type hashScanner struct {
+	rows *sql.Rows
+	hash *string
+}
+
+func (h hashScanner) Scan(dest ...any) error {
+	return h.rows.Scan(append([]any{h.hash}, dest...)...)
 }
 
 // reset empties both maps, and forgets the loads in flight: they began
@@ -157,6 +254,7 @@ func (c *cache) reset() {
 	c.providers = map[string]providerEntry{}
 	c.userLoads = map[string]*load[aiproxy.User]{}
 	c.providerLoads = map[string]*load[providerEntry]{}
+	c.used = map[string]struct{}{}
 }
 
 // lookup returns m[key], synced, or the result of fn, run once for all the
@@ -227,6 +325,9 @@ func (c *cache) user(ctx context.Context, keyHash string, load func() (aiproxy.U
 	if err := c.sync(ctx); err != nil {
 		c.mu.Unlock()
 		return aiproxy.User{}, err
+	}
+	if len(c.used) <= maxRefresh {
+		c.used[keyHash] = struct{}{}
 	}
 	return lookup(ctx, c, c.users, c.userLoads, keyHash,
 		func(_ aiproxy.User, err error) bool { return err == nil }, load)

@@ -234,3 +234,51 @@ func TestCache_SharedLoads(t *testing.T) {
 		t.Error("waiter of a panicked load got no error")
 	}
 }
+
+// TestCache_RefreshAfterUnrelatedCommit: a commit that changes no user
+// (the usage writer's) reloads the users in use in one query, so their next
+// lookups load nothing; a change to a user (expiry, here) is in that reload.
+func TestCache_RefreshAfterUnrelatedCommit(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	serve, cli := openPair(t)
+	key := cacheKey(1)
+	if err := cli.CreateUser(ctx, "dave", keys.Hash(key), keys.Hint(key), time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	var loads atomic.Int64
+	lookup := func() (aiproxy.User, error) {
+		return serve.cache.user(ctx, keys.Hash(key), func() (aiproxy.User, error) {
+			loads.Add(1)
+			return serve.userByKeyHash(ctx, keys.Hash(key))
+		})
+	}
+	if _, err := lookup(); err != nil || loads.Load() != 1 {
+		t.Fatalf("first lookup: %v, %d loads; want 1", err, loads.Load())
+	}
+	for i := range 5 {
+		if err := serve.InsertUsage(ctx, []aiproxy.Usage{{Time: time.Now(), UserName: "dave", Provider: "p", Path: "/v1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := lookup(); err != nil || u.Name != "dave" {
+			t.Fatalf("lookup after usage write %d = %+v, %v", i, u, err)
+		}
+	}
+	if n := loads.Load(); n != 1 {
+		t.Errorf("%d loads after 5 usage writes, want 1: the refresh should have reloaded dave", n)
+	}
+	exp := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	if err := cli.SetUserExpiry(ctx, "dave", &exp); err != nil {
+		t.Fatal(err)
+	}
+	u, err := lookup()
+	if err != nil || u.ExpiresAt == nil || !u.ExpiresAt.Equal(exp) {
+		t.Errorf("lookup after SetUserExpiry elsewhere = %+v, %v; want expiry %v", u, err, exp)
+	}
+	if err := cli.DeleteUser(ctx, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookup(); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+		t.Errorf("lookup after delete elsewhere error = %v, want EUNAUTHORIZED", err)
+	}
+}
