@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -244,5 +245,43 @@ func TestPercentile(t *testing.T) {
 		if got := Percentile(ds, tc.p); got != tc.want {
 			t.Errorf("Percentile(1..100, %v) = %v, want %v", tc.p, got, tc.want)
 		}
+	}
+}
+
+// TestStreamProbe_HeldBack: an upstream that keeps every other event until
+// the next one is written is caught.
+func TestStreamProbe_HeldBack(t *testing.T) {
+	t.Parallel()
+	const pace = 20 * time.Millisecond
+	holding := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		var held []byte
+		for i := range 6 {
+			if i > 0 {
+				time.Sleep(pace)
+			}
+			ev := []byte(chunkHead + sentField + strconv.FormatInt(time.Now().UnixNano(), 10) + "}\n\n")
+			if i%2 == 0 {
+				held = ev // kept until the next event
+				continue
+			}
+			w.Write(append(held, ev...))
+			rc.Flush()
+		}
+		io.WriteString(w, done)
+	}))
+	defer holding.Close()
+	mock := httptest.NewServer(&Mock{})
+	defer mock.Close()
+	ctx := t.Context()
+	if s := StreamProbe(ctx, Target{Name: "holding", URL: holding.URL}, 2, 2, 6, pace, nil); s.Errors != 0 || s.HeldBack != 6 {
+		t.Errorf("holding upstream: %d errors %v, %d held back; want 0 errors and 6 (3 per stream)", s.Errors, s.ErrorText, s.HeldBack)
+	}
+	// The mock holds nothing back; with no stall longer than two paces, it
+	// counts none. Only its errors are checked: this is not a timing test.
+	if s := StreamProbe(ctx, Target{Name: "mock", URL: mock.URL}, 2, 2, 6, pace, nil); s.Errors != 0 {
+		t.Errorf("mock: %d errors %v", s.Errors, s.ErrorText)
 	}
 }

@@ -245,8 +245,11 @@ type StreamSample struct {
 	Headers []time.Duration
 	// Delays is each event's time from the mock's write to the client's read.
 	Delays []time.Duration
-	// HeldBack counts events read half a pace or more after the mock wrote
-	// them: an event a proxy kept until the next one came.
+	// HeldBack counts events that a proxy kept until a later one came: read
+	// half a pace or more after the mock wrote them, in the same read as an
+	// event written after them. (An event that is only late, because a
+	// process was not scheduled, is in Delays but not here, unless the
+	// stall outlasted half a pace and the next event too.)
 	HeldBack int
 	Events   int
 	// CPU is the CPU time the target's processes used during the probe.
@@ -301,13 +304,7 @@ func StreamProbe(ctx context.Context, t Target, streams, conc, events int, pace 
 			}
 			total.Delays = append(total.Delays, r.delays...)
 			total.Events += len(r.delays)
-			if pace > 0 {
-				for _, d := range r.delays {
-					if d >= pace/2 {
-						total.HeldBack++
-					}
-				}
-			}
+			total.HeldBack += r.heldBack
 		}()
 	}
 	wg.Wait()
@@ -316,10 +313,11 @@ func StreamProbe(ctx context.Context, t Target, streams, conc, events int, pace 
 }
 
 type streamResult struct {
-	ttfe    time.Duration
-	headers time.Duration
-	delays  []time.Duration
-	err     error
+	ttfe     time.Duration
+	headers  time.Duration
+	heldBack int
+	delays   []time.Duration
+	err      error
 }
 
 // readStream sends one stream request and reads it to its end (or, with
@@ -356,11 +354,14 @@ func readStream(ctx context.Context, client *http.Client, t Target, i uint64, ev
 		now := time.Now()
 		if n > 0 {
 			pending = append(pending, buf[:n]...)
+			late := 0 // late events of this read so far, none followed yet
 			for {
 				j := bytes.Index(pending, []byte("\n\n"))
 				if j < 0 {
 					break
 				}
+				r.heldBack += late // a later event came in the same read
+				late = 0
 				ev := pending[:j]
 				switch {
 				case bytes.HasPrefix(ev, []byte("data: [DONE]")):
@@ -377,7 +378,11 @@ func readStream(ctx context.Context, client *http.Client, t Target, i uint64, ev
 					content++
 					if k := bytes.Index(ev, []byte(sentField[1:])); k >= 0 {
 						if ns, ok := parseDigits(ev[k+len(sentField)-1:]); ok {
-							r.delays = append(r.delays, now.Sub(time.Unix(0, ns)))
+							d := now.Sub(time.Unix(0, ns))
+							r.delays = append(r.delays, d)
+							if pace > 0 && d >= pace/2 {
+								late = 1
+							}
 						}
 					}
 				}
