@@ -33,7 +33,8 @@ type harness struct {
 	upstream *httptest.Server
 	proxy    *httptest.Server
 	logs     *syncBuffer
-	key      string // a user key for "alice"
+	inflight sync.WaitGroup // requests still in the handler
+	key      string         // a user key for "alice"
 }
 
 type harnessOpts struct {
@@ -71,7 +72,14 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.upstream = httptest.NewServer(h.fake)
 	h.rec = usage.New(h.svc.RecordUsage, log, 1000)
 	px := proxy.New(h.svc, h.rec, log, o.proxy)
-	h.proxy = httptest.NewServer(server.New(h.svc, px, log, o.server))
+	srv := server.New(h.svc, px, log, o.server)
+	// Count requests in the handler, so flushUsage can wait for them as
+	// serve's drain does before it closes the recorder.
+	h.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.inflight.Add(1)
+		defer h.inflight.Done()
+		srv.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
 		h.proxy.CloseClientConnections()
 		h.proxy.Close()
@@ -130,6 +138,7 @@ func (h *harness) do(method, path string, body string, hdr map[string]string) *h
 // usage flushes the recorder and returns every stored usage row's totals
 // per user.
 func (h *harness) flushUsage() {
+	h.inflight.Wait()
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
