@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -103,4 +104,50 @@ func BenchmarkAuthenticate(b *testing.B) {
 func smokeRun() bool {
 	f := flag.Lookup("test.benchtime")
 	return f != nil && f.Value.String() == "1x"
+}
+
+// TestAuthLookup_Flat: the key lookup that a cache miss costs is an index
+// search, the same with 10 and with 20,000 users, not a scan that grows
+// with the table (RELIABILITY.md DB-6; TestQueryPlans checks the plan, this
+// the cost). Both databases are looked up without the cache, interleaved,
+// so that machine noise hits them alike; pkg/e2e's TestDB6_AuthLatencyFlat
+// checks whole proxied requests.
+func TestAuthLookup_Flat(t *testing.T) {
+	ctx := t.Context()
+	const big = 20_000
+	open := func(n int) *store.DB {
+		d, err := store.Open(ctx, filepath.Join(t.TempDir(), "aiproxy.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		if err := store.SeedUsers(ctx, d, n); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	ds, db := open(10), open(big)
+	lookup := func(d *store.DB, i int) time.Duration {
+		h := keys.Hash(store.BenchKey(i))
+		start := time.Now()
+		if _, err := d.UserByKeyHashUncached(ctx, h); err != nil {
+			t.Fatalf("UserByKeyHashUncached(user %d) error = %v", i, err)
+		}
+		return time.Since(start)
+	}
+	const lookups = 1000
+	ts, tb := make([]time.Duration, lookups), make([]time.Duration, lookups)
+	for j := range lookups {
+		ts[j] = lookup(ds, j%10)
+		tb[j] = lookup(db, j*7919%big) // spread over the whole table
+	}
+	median := func(d []time.Duration) time.Duration {
+		slices.Sort(d)
+		return d[len(d)/2]
+	}
+	ms, mb := median(ts), median(tb)
+	t.Logf("uncached lookup p50: 10 users %v, %d users %v", ms, big, mb)
+	if mb > 2*ms+50*time.Microsecond {
+		t.Errorf("median lookup with %d users = %v, want flat: ≤ 2 × %v (10 users) + 50 µs", big, mb, ms)
+	}
 }
