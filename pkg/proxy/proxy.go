@@ -25,6 +25,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/openai"
+	"github.com/aiproxy/aiproxy/pkg/upstream"
 	"github.com/aiproxy/aiproxy/pkg/usage"
 )
 
@@ -93,15 +94,18 @@ func New(svc *admin.Service, rec *usage.Recorder, log *slog.Logger, cfg Config) 
 	return p
 }
 
-// NewTransport returns the pooled upstream transport: keep-alive with up
-// to 100 idle connections per host, bounded dial, TLS and header waits, and
-// no total deadline.
-func NewTransport(cfg Config) *http.Transport {
+// NewTransport returns the pooled upstream transport: plain-HTTP providers
+// through upstream.Transport (no goroutine per connection), everything
+// else (HTTPS, over HTTP/2 where the provider offers it, and requests sent
+// through an HTTP proxy from the environment) through net/http. Both keep
+// up to 100 idle connections per host and bound the dial, TLS and header
+// waits, with no total deadline.
+func NewTransport(cfg Config) *upstream.Transport {
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	if cfg.DenyPrivate {
 		d.Control = denyPrivate
 	}
-	return &http.Transport{
+	fallback := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           d.DialContext,
 		ForceAttemptHTTP2:     true,
@@ -116,6 +120,15 @@ func NewTransport(cfg Config) *http.Transport {
 		// in one write, and larger bodies and responses bypass the buffers.
 		WriteBufferSize: 2 << 10,
 		ReadBufferSize:  2 << 10,
+	}
+	return &upstream.Transport{
+		Dial:           d.DialContext,
+		Fallback:       fallback,
+		Proxy:          http.ProxyFromEnvironment,
+		HeaderTimeout:  cfg.HeaderTimeout,
+		IdleTimeout:    90 * time.Second,
+		MaxIdlePerHost: 100,
+		ReadBufferSize: 2 << 10,
 	}
 }
 
@@ -421,7 +434,7 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 				buf, strip = nb, true
 			}
 		}
-		body, length = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
+		body, length = upstream.BytesBody(buf), int64(len(buf))
 	} else if r.Body != nil && r.Body != http.NoBody {
 		x.body = &clientBody{ReadCloser: http.MaxBytesReader(w, r.Body, p.cfg.MaxBody)}
 		body = x.body
@@ -442,7 +455,7 @@ func (p *Proxy) outgoing(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if body == nil || body == http.NoBody {
 		out.Body = http.NoBody
 		if !idempotent(r.Method) {
-			out.Body = io.NopCloser(strings.NewReader(""))
+			out.Body = upstream.BytesBody(nil)
 		}
 	}
 	out.ContentLength = length

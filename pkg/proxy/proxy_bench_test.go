@@ -104,9 +104,9 @@ func benchSSE() []byte {
 	return b.Bytes()
 }
 
-// upstream answers like a provider: it reads the request body and returns
+// memUpstream answers like a provider: it reads the request body and returns
 // body with the given content type.
-func upstream(ct string, body []byte) http.RoundTripper {
+func memUpstream(ct string, body []byte) http.RoundTripper {
 	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		io.Copy(io.Discard, r.Body)
 		r.Body.Close()
@@ -158,7 +158,7 @@ func BenchmarkServe(b *testing.B) {
 		{"stream", "text/event-stream", benchSSE(), `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say this is a test."}],"temperature":0.2,"stream":true}`},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := newBenchSetup(b, upstream(bc.ct, bc.up))
+			s := newBenchSetup(b, memUpstream(bc.ct, bc.up))
 			req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:8787/v1/chat/completions", nil)
 			if err != nil {
 				b.Fatal(err)

@@ -297,11 +297,12 @@ type relDialRecorder struct {
 }
 
 // relTransport returns the proxy's own transport whose dials go through d.
-func (d *relDialRecorder) transport() *http.Transport {
+func (d *relDialRecorder) transport() http.RoundTripper {
 	tr := proxy.NewTransport(proxy.Config{DialTimeout: 5 * time.Second, HeaderTimeout: 10 * time.Second})
-	tr.Proxy = nil
-	orig := tr.DialContext
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	fallback := tr.Fallback.(*http.Transport)
+	tr.Proxy, fallback.Proxy = nil, nil
+	orig := tr.Dial
+	tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d.mu.Lock()
 		d.dialed = append(d.dialed, addr)
 		ok := d.allowed[addr]
@@ -311,6 +312,7 @@ func (d *relDialRecorder) transport() *http.Transport {
 		}
 		return orig(ctx, network, addr)
 	}
+	fallback.DialContext = tr.Dial
 	return tr
 }
 
