@@ -27,7 +27,7 @@ import (
 //     touched, as with many active users.
 //     Allocation budget: 3 allocs/op, all in keys.Hash (the key copied to
 //     []byte, the hex bytes, the string); 0 from the cache (a map read and
-//     the 48-byte WAL-index header compare; no data_version read).
+//     the 48-byte WAL-index header compare; no auth_version read).
 //   - miss: the indexed SELECT that a lookup costs after a commit emptied
 //     the cache (keys.Hash plus the query, without the cache).
 //     Allocation budget: ≤ 40 allocs/op, nearly all database/sql's.

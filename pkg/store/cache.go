@@ -14,25 +14,29 @@ import (
 const maxCached = 100_000
 
 // cache keeps the proxy's per-request lookups (user by key hash, provider
-// by host) in memory. It is valid only while SQLite's data_version, read on
-// one pinned connection, stays the same: any commit by another connection
-// or process (the CLI, an admin route, the usage writer) changes it, and
-// the next lookup starts from an empty cache. So a deleted or reset key is
-// refused at the very next request.
+// by host) in memory. It is valid only while the auth_version counter
+// (migration 0002), read on one pinned connection, stays the same: triggers
+// bump it in every transaction that changes users, providers or provider
+// keys, whichever connection or process (the CLI, an admin route) commits
+// it, and the next lookup then brings the cache up to date. So a deleted or
+// reset key is refused at the very next request. Commits that change none
+// of those rows, such as the usage writer's every 100 ms, leave the counter
+// and so the cache alone (SQLite's data_version, which this cache read
+// before, moves on every commit).
 //
-// Reading data_version is itself a read transaction: on a WAL database it
+// Reading the counter is itself a read transaction: on a WAL database it
 // takes and drops a read lock on the -shm file (fcntl system calls), about
 // 8–15 µs, twice per proxied request. So each lookup first compares the
 // WAL-index header, which every commit rewrites, with the copy taken at the
 // last check (memory-mapped, no system call: see cache_wal_unix.go), and
-// reads data_version only when the header moved. A lookup then costs a
+// reads the counter only when the header moved. A lookup then costs a
 // map read and a 48-byte compare.
 type cache struct {
 	mu      sync.Mutex
 	conn    *sql.Conn
-	stmt    *sql.Stmt
-	version int64
-	gen     uint64 // bumped each time the maps are emptied
+	stmt    *sql.Stmt // reads auth_version
+	version int64     // the auth_version the maps are valid for; -1: none yet
+	gen     uint64    // bumped each time the maps are emptied
 
 	users     map[string]aiproxy.User
 	providers map[string]providerEntry
@@ -43,8 +47,8 @@ type cache struct {
 	userLoads     map[string]*load[aiproxy.User]
 	providerLoads map[string]*load[providerEntry]
 
-	wal  *walIndex // nil: read data_version on every lookup
-	seen walHeader // the WAL-index header when data_version was last read
+	wal  *walIndex // nil: read auth_version on every lookup
+	seen walHeader // the WAL-index header when auth_version was last read
 
 	// used holds the user keys looked up since the last change; after a
 	// change, refreshStmt reloads the cached ones among them in one query
@@ -79,7 +83,7 @@ func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	stmt, err := conn.PrepareContext(ctx, "PRAGMA data_version")
+	stmt, err := conn.PrepareContext(ctx, "SELECT v FROM auth_version WHERE id = 1")
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -147,19 +151,20 @@ func (c *cache) closeFile() {
 	}
 }
 
-// sync empties the cache if the database changed since the last call.
-// The caller holds c.mu.
+// sync brings the cache up to date if users, providers or provider keys
+// changed since the last call. The caller holds c.mu.
 func (c *cache) sync(ctx context.Context) error {
 	var hdr walHeader
 	if c.wal != nil {
 		if !c.wal.read(&hdr) {
-			c.wal.unmap() // the mapping failed: fall back to data_version alone
+			c.wal.unmap() // the mapping failed: fall back to auth_version alone
 		} else if c.version >= 0 && hdr == c.seen {
-			return nil // nothing was committed since data_version was read
+			return nil // nothing was committed since auth_version was read
 		}
 	}
-	// The header was read before data_version, so a commit that lands
+	// The header was read before auth_version, so a commit that lands
 	// between the two moves the header again and is checked next time.
+	// A missing row is an error, never a cache kept forever.
 	var v int64
 	if err := c.stmt.QueryRowContext(ctx).Scan(&v); err != nil {
 		return err
@@ -180,10 +185,9 @@ func (c *cache) sync(ctx context.Context) error {
 // refresh brings the cache up to date after a change: the users looked up
 // since the last change are reloaded, all in one query per refreshBatch;
 // one whose key is gone (deleted, reset) drops out; everything else is
-// emptied, as by reset. Under load most changes are the usage writer's
-// commits, which change no user: without refresh, each of them made every
-// active user's next request reload it, on its critical path. The caller
-// holds c.mu.
+// emptied, as by reset. A change is most often to one user or provider:
+// without refresh, it would make every active user's next request reload
+// it, on its critical path. The caller holds c.mu.
 func (c *cache) refresh(ctx context.Context) {
 	var keys []string
 	for k := range c.used {

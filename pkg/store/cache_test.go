@@ -15,7 +15,7 @@ import (
 )
 
 // openPair opens one database file twice: serve and an admin command.
-func openPair(t *testing.T) (serve, cli *DB) {
+func openPair(t testing.TB) (serve, cli *DB) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "aiproxy.db")
 	var err error
@@ -36,7 +36,7 @@ func TestCache_WALIndexFastPath(t *testing.T) {
 	t.Parallel()
 	serve, _ := openPair(t)
 	if runtime.GOOS == "linux" && serve.cache.wal == nil {
-		t.Fatal("cache.wal = nil on Linux: every lookup pays a data_version read")
+		t.Fatal("cache.wal = nil on Linux: every lookup pays an auth_version read")
 	}
 }
 
@@ -84,7 +84,7 @@ func TestCache_SeesOtherHandlesAtOnce(t *testing.T) {
 		if _, err := serve.UserByKeyHash(ctx, keys.Hash(old)); err != nil {
 			t.Fatalf("round %d: UserByKeyHash(current key) error = %v", i, err)
 		}
-		// A usage write through serve's own pool moves data_version too.
+		// A usage write through serve's own pool moves the WAL-index header.
 		if err := serve.InsertUsage(ctx, []aiproxy.Usage{{Time: time.Now(), UserName: "alice", Provider: host, Path: "/v1"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -280,5 +280,147 @@ func TestCache_RefreshAfterUnrelatedCommit(t *testing.T) {
 	}
 	if _, err := lookup(); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
 		t.Errorf("lookup after delete elsewhere error = %v, want EUNAUTHORIZED", err)
+	}
+}
+
+// TestCache_UsageWritesKeepTheCache: usage records, committed through
+// serve's own pool or another handle, change no user or provider, so they
+// neither empty nor refresh the cache; a change to a user or a provider
+// made through another handle in between is still seen by the very next
+// lookup.
+func TestCache_UsageWritesKeepTheCache(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	serve, cli := openPair(t)
+	const host = "api.example.com"
+	addKey := func(secret string) {
+		t.Helper()
+		err := cli.AddProviderKey(ctx, ProviderKey{Host: host, DefaultBaseURL: "https://" + host,
+			Secret: secret, KeyHash: keys.Hash(secret), KeyHint: keys.Hint(secret)}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	addKey("sk-upstream-1")
+	key := cacheKey(1)
+	if err := cli.CreateUser(ctx, "erin", keys.Hash(key), keys.Hint(key), time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	var loads atomic.Int64
+	provider := func() (aiproxy.Provider, error) {
+		return serve.cache.provider(ctx, host, func() (aiproxy.Provider, error) {
+			loads.Add(1)
+			return serve.providerByHost(ctx, host)
+		})
+	}
+	gen := func() uint64 {
+		serve.cache.mu.Lock()
+		defer serve.cache.mu.Unlock()
+		return serve.cache.gen
+	}
+	if _, err := serve.UserByKeyHash(ctx, keys.Hash(key)); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := provider(); err != nil || len(p.Keys) != 1 {
+		t.Fatalf("provider(%s) = %v, %v; want 1 key", host, p.Keys, err)
+	}
+	start := gen()
+	for i := range 10 {
+		w := cli
+		if i%2 == 1 {
+			w = serve
+		}
+		if err := w.InsertUsage(ctx, []aiproxy.Usage{{Time: time.Now(), UserName: "erin", Provider: host, Path: "/v1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := serve.UserByKeyHash(ctx, keys.Hash(key)); err != nil || u.Name != "erin" {
+			t.Fatalf("UserByKeyHash after usage write %d = %+v, %v; want erin", i, u, err)
+		}
+		if _, err := provider(); err != nil {
+			t.Fatalf("provider(%s) after usage write %d error = %v", host, i, err)
+		}
+	}
+	if got := gen() - start; got != 0 {
+		t.Errorf("10 usage writes emptied or refreshed the cache %d times, want 0", got)
+	}
+	if n := loads.Load(); n != 1 {
+		t.Errorf("provider loaded %d times across 10 usage writes, want 1", n)
+	}
+
+	next := cacheKey(2)
+	if err := cli.ResetUserKey(ctx, "erin", keys.Hash(next), keys.Hint(next), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serve.UserByKeyHash(ctx, keys.Hash(key)); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+		t.Errorf("UserByKeyHash(reset key) error = %v, want EUNAUTHORIZED", err)
+	}
+	if u, err := serve.UserByKeyHash(ctx, keys.Hash(next)); err != nil || u.Name != "erin" {
+		t.Errorf("UserByKeyHash(new key) = %+v, %v; want erin", u, err)
+	}
+	addKey("sk-upstream-2")
+	if p, err := provider(); err != nil || len(p.Keys) != 2 {
+		t.Errorf("provider(%s) after a key added elsewhere = %v, %v; want 2 keys", host, p.Keys, err)
+	}
+}
+
+// TestAuthVersion: every write that can change what the proxy
+// authenticates with bumps auth_version in its own transaction; a usage
+// record and a failed write do not.
+func TestAuthVersion(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	d, _ := openPair(t)
+	version := func() int64 {
+		t.Helper()
+		var v int64
+		if err := d.sql.QueryRowContext(ctx, "SELECT v FROM auth_version WHERE id = 1").Scan(&v); err != nil {
+			t.Fatalf("read auth_version: %v", err)
+		}
+		return v
+	}
+	const host = "api.example.com"
+	k1, k2, k3 := cacheKey(1), cacheKey(2), cacheKey(3)
+	addKey := func(secret string) error {
+		return d.AddProviderKey(ctx, ProviderKey{Host: host, DefaultBaseURL: "https://" + host,
+			Secret: secret, KeyHash: keys.Hash(secret), KeyHint: keys.Hint(secret)}, time.Now())
+	}
+	exp := time.Now().Add(time.Hour)
+	tests := []struct {
+		name  string
+		write func() error
+		bump  bool
+	}{
+		{"CreateUser", func() error { return d.CreateUser(ctx, "frank", keys.Hash(k1), keys.Hint(k1), time.Now(), nil) }, true},
+		{"CreateUser taken name", func() error { return d.CreateUser(ctx, "frank", keys.Hash(k2), keys.Hint(k2), time.Now(), nil) }, false},
+		{"InsertUsage", func() error {
+			return d.InsertUsage(ctx, []aiproxy.Usage{{Time: time.Now(), UserName: "frank", Provider: host, Path: "/v1"}})
+		}, false},
+		{"ResetUserKey", func() error { return d.ResetUserKey(ctx, "frank", keys.Hash(k2), keys.Hint(k2), false, nil) }, true},
+		{"ResetUserKey missing user", func() error { return d.ResetUserKey(ctx, "nobody", keys.Hash(k3), keys.Hint(k3), false, nil) }, false},
+		{"ReplaceUserKey", func() error {
+			_, err := d.ReplaceUserKey(ctx, keys.Hash(k2), keys.Hash(k3), keys.Hint(k3))
+			return err
+		}, true},
+		{"SetUserExpiry", func() error { return d.SetUserExpiry(ctx, "frank", &exp) }, true},
+		{"DeleteUser", func() error { return d.DeleteUser(ctx, "frank") }, true},
+		{"AddProviderKey new host", func() error { return addKey("sk-upstream-1") }, true},
+		{"AddProviderKey same key", func() error { return addKey("sk-upstream-1") }, false},
+		{"AddProviderKey second key", func() error { return addKey("sk-upstream-2") }, true},
+		{"SetProviderInjectUsage", func() error { return d.SetProviderInjectUsage(ctx, host, false) }, true},
+		{"RemoveProviderKey", func() error { return d.RemoveProviderKey(ctx, host, keys.Hash("sk-upstream-2")) }, true},
+		{"RemoveProvider", func() error { return d.RemoveProvider(ctx, host) }, true},
+		{"RemoveProvider unknown host", func() error { return d.RemoveProvider(ctx, host) }, false},
+	}
+	// Not parallel: each case starts from the state the one before left.
+	for _, tc := range tests {
+		before := version()
+		err := tc.write()
+		if tc.bump && err != nil {
+			t.Fatalf("%s error = %v", tc.name, err)
+		}
+		if got := version() != before; got != tc.bump {
+			t.Errorf("%s (error %v): auth_version moved = %v, want %v", tc.name, err, got, tc.bump)
+		}
 	}
 }

@@ -5,7 +5,7 @@ package store
 import "errors"
 
 // walHeader and walIndex have no fast path here: the cache reads
-// data_version on every lookup.
+// auth_version on every lookup.
 type walHeader [12]uint32
 
 type walIndex struct{}

@@ -16,7 +16,7 @@ import (
 // commit increments its iChange field and rewrites it, second copy first,
 // so a header equal to an earlier one means that nothing was committed in
 // between. (A header that moved without a commit, after a recovery or a
-// WAL restart, only costs one data_version read.)
+// WAL restart, only costs one auth_version read.)
 type walHeader [12]uint32
 
 // walIndex is a read-only mapping of the start of a database's -shm file,
@@ -28,7 +28,7 @@ type walHeader [12]uint32
 // another process would then rebuild the wal-index under this one.
 type walIndex struct {
 	f   *os.File
-	mem []byte // nil: not mapped, the cache reads data_version instead
+	mem []byte // nil: not mapped, the cache reads auth_version instead
 }
 
 // walMap is how much of the -shm file is mapped: one page, which holds the
@@ -78,7 +78,7 @@ func (w *walIndex) read(h *walHeader) (ok bool) {
 	return true
 }
 
-// unmap ends the mapping; the cache then reads data_version alone.
+// unmap ends the mapping; the cache then reads auth_version alone.
 func (w *walIndex) unmap() {
 	if w.mem != nil {
 		syscall.Munmap(w.mem)

@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/keys"
+)
+
+// BenchmarkCacheAfterUsageWrite is what the usage writer's commits cost the
+// auth cache: each op commits one usage record through another handle (not
+// timed), then looks up 100 active users through serve's cache (timed), as
+// requests do between two of the writer's batches. reloads/op is how often
+// the cache was emptied or refreshed per commit.
+//
+// A usage record changes no user, so the target is 0 reloads/op and the
+// lookups at the hot cost: one auth_version read for the first, map reads
+// for the rest. Allocation budget: ≤ 20 allocs/op, all in that one read
+// (database/sql's QueryRow).
+func BenchmarkCacheAfterUsageWrite(b *testing.B) {
+	ctx := context.Background()
+	serve, cli := openPair(b)
+	const active = 100
+	if err := SeedUsers(ctx, cli, active); err != nil {
+		b.Fatal(err)
+	}
+	hashes := make([]string, active)
+	for i := range hashes {
+		hashes[i] = keys.Hash(BenchKey(i))
+		if _, err := serve.UserByKeyHash(ctx, hashes[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rec := []aiproxy.Usage{{Time: time.Now(), UserID: 1, UserName: "bench000000000", Provider: "p", Path: "/v1", Status: 200}}
+	gen := func() uint64 {
+		serve.cache.mu.Lock()
+		defer serve.cache.mu.Unlock()
+		return serve.cache.gen
+	}
+	before := gen()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		if err := cli.InsertUsage(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for _, h := range hashes {
+			if _, err := serve.UserByKeyHash(ctx, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(gen()-before)/float64(b.N), "reloads/op")
+}
