@@ -117,8 +117,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if w != nil {
 			select {
 			case werr := <-w:
-				if werr != nil {
-					err = werr // the client's body failed: that is the cause
+				var be bodyError
+				if errors.As(werr, &be) {
+					err = be.err // the client's body failed: that is the cause
 				}
 			default: // still reading the client's body: ends with the request
 			}
@@ -173,8 +174,15 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 		go func() {
 			err := writeBody(c.nc, req)
 			w <- err // before the close below, so the reader sees it
+			var be bodyError
+			if errors.As(err, &be) {
+				// The client's body failed: the upstream waits for the
+				// rest, so unblock the reader. (A failed write to the
+				// upstream leaves its answer, if any, to be read.)
+				c.nc.Close()
+				return
+			}
 			if err != nil {
-				c.nc.Close() // unblock the reader
 				return
 			}
 			hm.Lock()
@@ -442,19 +450,38 @@ func inMemory(req *http.Request) ([]byte, bool) {
 	return nil, false
 }
 
+// bodyError is a failure to read the request body (the client's), as
+// opposed to a failure to write it to the upstream.
+type bodyError struct{ err error }
+
+func (e bodyError) Error() string { return e.err.Error() }
+func (e bodyError) Unwrap() error { return e.err }
+
+// bodyReader marks the request body's read errors as bodyError.
+type bodyReader struct{ r io.Reader }
+
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = bodyError{err}
+	}
+	return n, err
+}
+
 // writeBody sends a body that is still arriving: as it is if its length is
 // known, else chunked.
 func writeBody(nc net.Conn, req *http.Request) error {
 	defer req.Body.Close()
+	src := bodyReader{req.Body}
 	if req.ContentLength > 0 {
-		n, err := io.Copy(nc, io.LimitReader(req.Body, req.ContentLength))
+		n, err := io.Copy(nc, io.LimitReader(src, req.ContentLength))
 		if err == nil && n != req.ContentLength {
-			err = fmt.Errorf("upstream: request body ended after %d of %d bytes", n, req.ContentLength)
+			err = bodyError{fmt.Errorf("upstream: request body ended after %d of %d bytes", n, req.ContentLength)}
 		}
 		return err
 	}
 	cw := httputil.NewChunkedWriter(nc)
-	if _, err := io.Copy(cw, req.Body); err != nil {
+	if _, err := io.Copy(cw, src); err != nil {
 		return err
 	}
 	if err := cw.Close(); err != nil {
