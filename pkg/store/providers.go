@@ -115,7 +115,7 @@ func (d *DB) RemoveProviderKey(ctx context.Context, host, keyHash string) error 
 
 // ListProviders returns every provider by host, with key hints but no keys.
 func (d *DB) ListProviders(ctx context.Context) ([]aiproxy.Provider, error) {
-	return d.providers(ctx, "", false)
+	return d.providers(ctx)
 }
 
 // ProviderByHost returns host with its secret keys, for the proxy.
@@ -126,7 +126,11 @@ func (d *DB) ProviderByHost(ctx context.Context, host string) (aiproxy.Provider,
 }
 
 func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider, error) {
-	ps, err := d.providers(ctx, host, true)
+	rows, err := d.providerByHostStmt.QueryContext(ctx, host)
+	if err != nil {
+		return aiproxy.Provider{}, dbError(err)
+	}
+	ps, err := scanProviders(rows, true)
 	if err != nil {
 		return aiproxy.Provider{}, err
 	}
@@ -136,21 +140,24 @@ func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider,
 	return ps[0], nil
 }
 
-// providers lists providers (all, or one host) with their key hints, and
-// with their secrets when withSecrets is set, in one ordered join.
-func (d *DB) providers(ctx context.Context, host string, withSecrets bool) ([]aiproxy.Provider, error) {
-	q := `SELECT p.id, p.host, p.base_url, p.inject_usage, k.key_hint, k.secret
+// providerQuery selects providers with their key hints and secrets, one
+// row per key (one with NULL key columns for a provider without keys).
+// Callers add the WHERE and ORDER BY clauses.
+const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, k.key_hint, k.secret
 		FROM providers p LEFT JOIN provider_keys k ON k.provider_id = p.id`
-	var args []any
-	if host != "" {
-		q += " WHERE p.host = ?"
-		args = append(args, host)
-	}
-	q += " ORDER BY p.host, k.id"
-	rows, err := d.sql.QueryContext(ctx, q, args...)
+
+// providers lists every provider with its key hints, in one ordered join.
+func (d *DB) providers(ctx context.Context) ([]aiproxy.Provider, error) {
+	rows, err := d.sql.QueryContext(ctx, providerQuery+" ORDER BY p.host, k.id")
 	if err != nil {
 		return nil, dbError(err)
 	}
+	return scanProviders(rows, false)
+}
+
+// scanProviders reads and closes the rows of a providerQuery ordered by
+// host, with the secrets when withSecrets is set.
+func scanProviders(rows *sql.Rows, withSecrets bool) ([]aiproxy.Provider, error) {
 	defer rows.Close()
 	out := []aiproxy.Provider{}
 	for rows.Next() {

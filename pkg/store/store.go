@@ -33,6 +33,11 @@ type DB struct {
 	path  string
 	cache *cache
 	ckpt  checkpointer
+
+	// The lookups a cache miss costs, prepared once on the pool instead of
+	// parsed and planned on every call.
+	userByKeyHashStmt  *sql.Stmt
+	providerByHostStmt *sql.Stmt
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -71,7 +76,13 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 		sdb.Close()
 		return nil, openError(path, err)
 	}
+	if err := d.prepare(ctx); err != nil {
+		d.closeStmts()
+		sdb.Close()
+		return nil, openError(path, err)
+	}
 	if d.cache, err = newCache(ctx, sdb); err != nil {
+		d.closeStmts()
 		sdb.Close()
 		if d.cache != nil {
 			d.cache.closeFile()
@@ -173,6 +184,26 @@ func openError(path string, err error) error {
 	return fmt.Errorf("open db %s: %w", path, err)
 }
 
+// prepare prepares the statements of the per-request lookups.
+func (d *DB) prepare(ctx context.Context) error {
+	var err error
+	if d.userByKeyHashStmt, err = d.sql.PrepareContext(ctx,
+		"SELECT "+userColumns+" FROM users WHERE key_hash = ?"); err != nil {
+		return err
+	}
+	d.providerByHostStmt, err = d.sql.PrepareContext(ctx, providerQuery+" WHERE p.host = ? ORDER BY k.id")
+	return err
+}
+
+// closeStmts closes the statements prepare made.
+func (d *DB) closeStmts() {
+	for _, s := range []*sql.Stmt{d.userByKeyHashStmt, d.providerByHostStmt} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
 // Path is the database file's path.
 func (d *DB) Path() string { return d.path }
 
@@ -180,6 +211,7 @@ func (d *DB) Path() string { return d.path }
 func (d *DB) Close() error {
 	d.ckpt.close()
 	d.cache.close()
+	d.closeStmts()
 	err := d.sql.Close()
 	d.cache.closeFile() // only now: closing it earlier would drop SQLite's locks
 	return err

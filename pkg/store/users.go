@@ -99,7 +99,7 @@ func (d *DB) UserByKeyHash(ctx context.Context, keyHash string) (aiproxy.User, e
 }
 
 func (d *DB) userByKeyHash(ctx context.Context, keyHash string) (aiproxy.User, error) {
-	u, err := scanUser(d.sql.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE key_hash = ?", keyHash))
+	u, err := scanUser(d.userByKeyHashStmt.QueryRowContext(ctx, keyHash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, aiproxy.InvalidKey()
 	}
