@@ -556,9 +556,11 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 
 	flush := sse || res.ContentLength < 0
 	rc := http.NewResponseController(w)
-	if flush {
+	if flush && !upstream.Ready(res.Body) {
 		// The client learns the status at once, not with the first event,
-		// which may be a long time-to-first-token away.
+		// which may be a long time-to-first-token away. When the first
+		// bytes are already here, they carry the headers: one write and
+		// one wake-up of the client fewer before the first event.
 		_ = rc.Flush()
 	}
 	readErr := p.copyBody(w, rc, body, x, idle, sse, flush)
@@ -578,6 +580,12 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, out *http.Requ
 		panic(http.ErrAbortHandler)
 	}
 	copyTrailer(w.Header(), res)
+	if !flush {
+		// A body of known length is complete: send it now rather than
+		// after the log line and the usage record, when the handler
+		// returns.
+		_ = rc.Flush()
+	}
 }
 
 // copyHeader copies the upstream's response headers to h, except the

@@ -291,6 +291,16 @@ func (b *body) finish(clean bool) {
 	b.t.put(b.c)
 }
 
+// Ready reports whether a response body from this transport has bytes
+// waiting in its read buffer, so that its next Read will not wait for
+// the network: a proxy can then send the response headers together with
+// the first bytes of the body instead of on their own. It reports false
+// for any other body.
+func Ready(r io.Reader) bool {
+	b, ok := r.(*body)
+	return ok && !b.done.Load() && b.c.br.Buffered() > 0
+}
+
 // gzipBody decodes a gzip response body, starting at its first Read so
 // that RoundTrip does not wait for the body.
 type gzipBody struct {

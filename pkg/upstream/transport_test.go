@@ -337,6 +337,44 @@ func TestRoundTrip_EarlyAnswer(t *testing.T) {
 	pw.CloseWithError(errors.New("client gone")) // the request's end
 }
 
+// TestReady: a body whose first bytes came with the headers is ready; one
+// whose upstream has sent only headers is not.
+func TestReady(t *testing.T) {
+	tr, _ := newTransport(t)
+	release := make(chan struct{})
+	u := rawServer(t, func(c net.Conn, _ *bufio.Reader) {
+		const head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+		const event = "e\r\ndata: first\n\n\r\n0\r\n\r\n"
+		if _, err := c.Write([]byte(head + event)); err != nil { // one write: one segment
+			return
+		}
+		<-release
+	})
+	late := rawServer(t, func(c net.Conn, _ *bufio.Reader) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+		<-release
+		io.WriteString(c, "0\r\n\r\n")
+	})
+	defer close(release)
+	for _, tc := range []struct {
+		url  string
+		want bool
+	}{{u, true}, {late, false}} {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", tc.url, nil)
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := upstream.Ready(res.Body); got != tc.want {
+			t.Errorf("Ready = %v, want %v", got, tc.want)
+		}
+		res.Body.Close()
+	}
+	if upstream.Ready(strings.NewReader("x")) {
+		t.Error("Ready(another reader) = true")
+	}
+}
+
 // TestRoundTrip_Gzip: like net/http, the transport asks for gzip when the
 // request names no encoding, and decodes what it asked for; an encoding
 // the client asked for itself passes through.
