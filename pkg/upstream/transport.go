@@ -71,9 +71,38 @@ type Transport struct {
 // conn is one upstream connection.
 type conn struct {
 	nc     net.Conn
+	lr     limitReader   // what br reads: nc, bounded while headers are read
 	br     *bufio.Reader // nil while idle
 	key    string
 	idleAt time.Time
+}
+
+// MaxHeaderBytes bounds the response headers (with any 1xx before them):
+// an upstream that sends more is cut off.
+const MaxHeaderBytes = 1 << 20
+
+var errHeaderTooLarge = errors.New("upstream: response headers larger than 1 MiB")
+
+// limitReader reads from a connection, at most n bytes while limited.
+type limitReader struct {
+	nc      net.Conn
+	n       int
+	limited bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if !l.limited {
+		return l.nc.Read(p)
+	}
+	if l.n <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.nc.Read(p)
+	l.n -= n
+	return n, err
 }
 
 // RoundTrip sends req and returns the response headers; the body is read
@@ -198,9 +227,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 			hm.Unlock()
 		}()
 	}
+	c.lr.n, c.lr.limited = MaxHeaderBytes+c.br.Buffered(), true
 	for {
 		res, err = http.ReadResponse(c.br, req)
 		if err != nil {
+			c.lr.limited = false
 			return nil, w, err
 		}
 		if res.StatusCode >= 100 && res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
@@ -208,6 +239,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 		}
 		break
 	}
+	c.lr.limited = false
 	if w == nil {
 		c.nc.SetReadDeadline(time.Time{})
 	}
@@ -344,14 +376,16 @@ func (t *Transport) get(ctx context.Context, key string) (*conn, error) {
 			c.nc.Close()
 			continue
 		}
-		c.br = t.reader(c.nc)
+		c.br = t.reader(&c.lr)
 		return c, nil
 	}
 	nc, err := t.Dial(ctx, "tcp", key)
 	if err != nil {
 		return nil, err
 	}
-	return &conn{nc: nc, br: t.reader(nc), key: key}, nil
+	c := &conn{nc: nc, lr: limitReader{nc: nc}, key: key}
+	c.br = t.reader(&c.lr)
+	return c, nil
 }
 
 // put keeps c for the next request to its host, or closes it when the
@@ -368,13 +402,26 @@ func (t *Transport) put(c *conn) {
 	if t.idle == nil {
 		t.idle = map[string][]*conn{}
 	}
-	if cs := t.idle[c.key]; len(cs) < max {
-		t.idle[c.key] = append(cs, c)
-		t.mu.Unlock()
-		return
+	cs := t.idle[c.key]
+	// The oldest connections sit at the bottom: drop those idle too long,
+	// so that connections the upstream has closed do not linger.
+	var stale []*conn
+	for len(cs) > 0 && c.idleAt.Sub(cs[0].idleAt) > t.idleTimeout() {
+		stale = append(stale, cs[0])
+		cs = cs[1:]
 	}
+	keep := len(cs) < max
+	if keep {
+		cs = append(cs, c)
+	}
+	t.idle[c.key] = cs
 	t.mu.Unlock()
-	c.nc.Close()
+	for _, s := range stale {
+		s.nc.Close()
+	}
+	if !keep {
+		c.nc.Close()
+	}
 }
 
 // CloseIdleConnections closes the idle connections, here and in Fallback.
@@ -404,16 +451,16 @@ func (t *Transport) idleTimeout() time.Duration {
 // none.
 var readers sync.Pool
 
-func (t *Transport) reader(nc net.Conn) *bufio.Reader {
+func (t *Transport) reader(r io.Reader) *bufio.Reader {
 	size := t.ReadBufferSize
 	if size <= 0 {
 		size = 2 << 10
 	}
 	if br, ok := readers.Get().(*bufio.Reader); ok && br.Size() == size {
-		br.Reset(nc)
+		br.Reset(r)
 		return br
 	}
-	return bufio.NewReaderSize(nc, size)
+	return bufio.NewReaderSize(r, size)
 }
 
 // hostPort is u's host with its port, 80 if none is given.

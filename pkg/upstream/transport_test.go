@@ -297,6 +297,20 @@ func TestRoundTrip_OddAnswers(t *testing.T) {
 	}
 	tr.HeaderTimeout = 10 * time.Second
 
+	huge := rawServer(t, func(c net.Conn, _ *bufio.Reader) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Pad: " + strings.Repeat("a", 1000) + "\r\n"
+		for range 2 * upstream.MaxHeaderBytes / len(line) {
+			if _, err := io.WriteString(c, line); err != nil {
+				return // the transport gave up: what is wanted
+			}
+		}
+	})
+	req, _ = http.NewRequestWithContext(t.Context(), "GET", huge, nil)
+	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "larger than 1 MiB") {
+		t.Errorf("2 MiB of headers: err = %v, want the header limit", err)
+	}
+
 	cut := rawServer(t, func(c net.Conn, _ *bufio.Reader) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
 	})
