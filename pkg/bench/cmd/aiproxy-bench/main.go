@@ -490,6 +490,8 @@ var microBenchmarks = []struct{ pkg, pattern string }{
 	{"./pkg/proxy", "BenchmarkProviderSelection|BenchmarkServe"},
 	{"./pkg/openai", "BenchmarkStreamScanner"},
 	{"./pkg/usage", "BenchmarkRecorder"},
+	{"./pkg/upstream", "BenchmarkRoundTrip"},
+	{"./pkg/logbuf", "BenchmarkWrite"},
 }
 
 func (s *suite) micro(quick bool) ([]bench.MicroResult, error) {
