@@ -18,14 +18,27 @@ type WriteFunc func(ctx context.Context, batch []aiproxy.Usage) error
 
 // Recorder queues usage records and writes them in batches. Its exported
 // fields may be changed after New, before the first Record.
+//
+// Record appends to a slice under a mutex; it wakes the writer goroutine
+// only when the queue goes from empty to one record, or fills a batch, not
+// once per record. The writer then waits Linger on its timer and takes the
+// queued batches at once. The queue is a list of batches, each a slice of
+// MaxBatch records allocated once and reused, so that neither Record nor
+// the writer ever copies a record once queued.
 type Recorder struct {
-	write   WriteFunc
-	log     *slog.Logger
-	queue   chan aiproxy.Usage
+	write WriteFunc
+	log   *slog.Logger
+	size  int // the most records queued
+
+	mu      sync.Mutex
+	pending [][]aiproxy.Usage // queued batches, oldest first; only the last may be partly filled
+	queued  int               // records in pending
+	free    [][]aiproxy.Usage // written batches, emptied, for Record to fill again
+	closed  bool
+
+	wake    chan struct{} // buffered 1: the queue became non-empty or filled a batch
 	stop    chan struct{}
 	done    chan struct{}
-	mu      sync.RWMutex // guards closed against Record racing Close
-	closed  bool
 	dropped atomic.Int64
 	written atomic.Int64
 
@@ -45,12 +58,14 @@ type Recorder struct {
 	RetryDelay time.Duration
 }
 
-// New starts a Recorder with a queue of size records that writes through write.
+// New starts a Recorder that holds up to size records not yet written and
+// writes through write.
 func New(write WriteFunc, log *slog.Logger, size int) *Recorder {
 	r := &Recorder{
 		write:      write,
 		log:        log,
-		queue:      make(chan aiproxy.Usage, size),
+		size:       max(size, 1),
+		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		MaxBatch:   512,
@@ -61,21 +76,35 @@ func New(write WriteFunc, log *slog.Logger, size int) *Recorder {
 	return r
 }
 
-// Record queues u without blocking. When the queue is full, or the Recorder
-// is closed, the record is dropped, counted and logged.
+// Record queues u without blocking: it never waits for the database, only
+// for r.mu, which the writer holds only to take or return batches. When
+// size records are already waiting, or the Recorder is closed, the record
+// is dropped, counted and logged.
 func (r *Recorder) Record(u aiproxy.Usage) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if !r.closed {
+	r.mu.Lock()
+	if r.closed || r.queued >= r.size {
+		r.mu.Unlock()
+		n := r.dropped.Add(1)
+		r.log.Warn("usage record dropped", "reason", "queue full or closed", "dropped_total", n,
+			"user", u.UserName, "provider", u.Provider)
+		return
+	}
+	per := r.maxBatch()
+	last := len(r.pending) - 1
+	if last < 0 || len(r.pending[last]) == per {
+		r.pending = append(r.pending, r.newBatch(per))
+		last++
+	}
+	r.pending[last] = append(r.pending[last], u)
+	r.queued++
+	wake := r.queued == 1 || len(r.pending[last]) == per
+	r.mu.Unlock()
+	if wake {
 		select {
-		case r.queue <- u:
-			return
-		default:
+		case r.wake <- struct{}{}:
+		default: // the writer has a wake-up coming already
 		}
 	}
-	n := r.dropped.Add(1)
-	r.log.Warn("usage record dropped", "reason", "queue full or closed", "dropped_total", n,
-		"user", u.UserName, "provider", u.Provider)
 }
 
 // Dropped is how many records were dropped since the start.
@@ -101,70 +130,121 @@ func (r *Recorder) Close(ctx context.Context) error {
 	}
 }
 
+func (r *Recorder) maxBatch() int { return max(r.MaxBatch, 1) }
+
+// newBatch returns an empty batch with room for per records, reused if
+// possible. The caller holds r.mu.
+func (r *Recorder) newBatch(per int) []aiproxy.Usage {
+	if n := len(r.free); n > 0 {
+		b := r.free[n-1]
+		r.free[n-1] = nil
+		r.free = r.free[:n-1]
+		return b
+	}
+	return make([]aiproxy.Usage, 0, min(per, r.size))
+}
+
+// run is the writer: it waits for a first record, lingers for more, and
+// writes them, until Close; then it writes whatever is left. The tuning
+// fields are read only after the first record or Close, which happen after
+// the caller set them.
 func (r *Recorder) run() {
 	defer close(r.done)
-	// The tuning fields are read only after the first record or Close,
-	// which happen after the caller set them.
-	var batch []aiproxy.Usage
-	for {
-		select {
-		case u := <-r.queue:
-			batch = append(batch[:0], u)
-		case <-r.stop:
-			r.drain(batch[:0])
-			return
+	var batches [][]aiproxy.Usage // taken from pending, being written
+	var linger *time.Timer
+	for r.wait(nil, r.hasPending) != stopped {
+		all := true // take every queued record, not only full batches
+		if r.Linger > 0 {
+			if linger == nil {
+				linger = time.NewTimer(r.Linger)
+			} else {
+				linger.Reset(r.Linger)
+			}
+			why := r.wait(linger.C, r.hasFull)
+			linger.Stop()
+			if why == stopped {
+				break
+			}
+			all = why == expired
 		}
-		batch = r.fill(batch)
-		r.flush(batch, false)
+		batches = r.take(batches, all)
+		r.writeAll(batches, false)
+	}
+	// Closed: Record adds nothing more.
+	batches = r.take(batches, true)
+	r.writeAll(batches, true)
+}
+
+type waitResult int
+
+const (
+	ready waitResult = iota
+	expired
+	stopped
+)
+
+// wait returns ready once cond, checked under r.mu at each wake-up, holds;
+// expired when t fires first; stopped when Close was called.
+func (r *Recorder) wait(t <-chan time.Time, cond func() bool) waitResult {
+	for {
+		r.mu.Lock()
+		ok := cond()
+		r.mu.Unlock()
+		if ok {
+			return ready
+		}
+		select {
+		case <-r.wake:
+		case <-t:
+			return expired
+		case <-r.stop:
+			return stopped
+		}
 	}
 }
 
-// fill adds queued records to batch until it holds MaxBatch, Linger has
-// passed, or the Recorder is closing.
-func (r *Recorder) fill(batch []aiproxy.Usage) []aiproxy.Usage {
-	var linger <-chan time.Time
-	if r.Linger > 0 {
-		t := time.NewTimer(r.Linger)
-		defer t.Stop()
-		linger = t.C
+func (r *Recorder) hasPending() bool { return r.queued > 0 }
+
+func (r *Recorder) hasFull() bool { return len(r.pending) > 0 && len(r.pending[0]) == r.maxBatch() }
+
+// take moves the queued batches into batches (emptied first) and returns
+// it: all of them, or with all false only the full ones, the last one
+// staying queued to linger for more.
+func (r *Recorder) take(batches [][]aiproxy.Usage, all bool) [][]aiproxy.Usage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := len(r.pending)
+	if !all && k > 0 && len(r.pending[k-1]) < r.maxBatch() {
+		k--
 	}
-	for len(batch) < r.MaxBatch {
-		select {
-		case u := <-r.queue:
-			batch = append(batch, u)
-			continue
-		default:
-		}
-		if linger == nil {
+	batches = append(batches[:0], r.pending[:k]...)
+	rest := copy(r.pending, r.pending[k:])
+	clear(r.pending[rest:])
+	r.pending = r.pending[:rest]
+	for _, b := range batches {
+		r.queued -= len(b)
+	}
+	return batches
+}
+
+// writeAll writes each of batches in its own transaction, then keeps them,
+// emptied, for Record to fill again: as many as hold size records, so that
+// a full queue allocates no more than a channel of size records would.
+func (r *Recorder) writeAll(batches [][]aiproxy.Usage, closing bool) {
+	for _, b := range batches {
+		r.flush(b, closing)
+		clear(b) // the records, for the garbage collector
+	}
+	r.mu.Lock()
+	keep := (r.size + r.maxBatch() - 1) / r.maxBatch()
+	for _, b := range batches {
+		if len(r.free) >= keep {
 			break
 		}
-		select {
-		case u := <-r.queue:
-			batch = append(batch, u)
-		case <-linger:
-			return batch
-		case <-r.stop:
-			return batch
-		}
+		r.free = append(r.free, b[:0])
 	}
-	return batch
-}
-
-// drain writes whatever is left in the queue after Close.
-func (r *Recorder) drain(batch []aiproxy.Usage) {
-	for {
-		select {
-		case u := <-r.queue:
-			batch = append(batch, u)
-			if len(batch) == r.MaxBatch {
-				r.flush(batch, true)
-				batch = batch[:0]
-			}
-		default:
-			r.flush(batch, true)
-			return
-		}
-	}
+	r.mu.Unlock()
+	clear(batches)
 }
 
 // flush writes one batch, retrying with backoff while the database is

@@ -149,3 +149,80 @@ func TestRecorder_RetriesBusyWrites(t *testing.T) {
 		t.Errorf("Written %d, Dropped %d; want 10, 0", r.Written(), r.Dropped())
 	}
 }
+
+// TestRecorder_BoundedWhileWriting: while a write is stuck (a held write
+// lock), Record keeps returning at once; it queues up to size records and
+// drops, and counts, the rest. Close then writes the queue.
+func TestRecorder_BoundedWhileWriting(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var wrote []int
+	write := func(_ context.Context, b []aiproxy.Usage) error {
+		mu.Lock()
+		first := len(wrote) == 0
+		wrote = append(wrote, len(b))
+		mu.Unlock()
+		if first {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	const size = 10
+	r := usage.New(write, discard, size)
+	r.Linger = 0
+	r.Record(rec(0))
+	<-entered // the writer holds record 0 and waits
+	for i := range size + 5 {
+		r.Record(rec(i + 1))
+	}
+	if got := r.Dropped(); got != 5 {
+		t.Errorf("Dropped() with the writer stuck = %d, want 5 (%d records past a queue of %d)", got, size+5, size)
+	}
+	close(release)
+	if err := r.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := sum(wrote); got != 1+size || r.Written() != 1+size || r.Dropped() != 5 {
+		t.Errorf("after Close: %d written (%v), Written %d, Dropped %d; want %d, %d, 5",
+			got, wrote, r.Written(), r.Dropped(), 1+size, 1+size)
+	}
+}
+
+// TestRecorder_RecordRacesClose: records from many goroutines, some after
+// Close began, are each either written or dropped, never lost, and no write
+// exceeds MaxBatch.
+func TestRecorder_RecordRacesClose(t *testing.T) {
+	t.Parallel()
+	s := newSink()
+	s.wrote = make(chan struct{}, 100000)
+	r := usage.New(s.write, discard, 100000)
+	r.MaxBatch = 7
+	r.Linger = time.Millisecond
+	const goroutines, each = 4, 500
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				r.Record(rec(i))
+			}
+		})
+	}
+	if err := r.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	sizes := s.sizes()
+	if got := r.Written() + r.Dropped(); got != goroutines*each || int64(sum(sizes)) != r.Written() {
+		t.Errorf("Written %d + Dropped %d = %d, batches sum to %d; want %d records, all written ones in batches",
+			r.Written(), r.Dropped(), got, sum(sizes), goroutines*each)
+	}
+	for _, n := range sizes {
+		if n > 7 {
+			t.Errorf("a batch of %d records, want at most MaxBatch 7", n)
+		}
+	}
+}
