@@ -10,9 +10,11 @@ const (
 	// passes through unread: no usage is taken from it and nothing is
 	// stripped from it. It also bounds the side buffer.
 	maxLine = 1 << 20
-	// stripBufSize is the read buffer of a stripping scanner; it grows only
-	// to hold one unfinished line of up to maxLine bytes.
-	stripBufSize = 8 << 10
+	// stripBufSize is the read buffer a stripping scanner starts with, and
+	// shrinks back to after a long line: enough for a usual chunk of a few
+	// hundred bytes and its held-back line. It grows, doubling, only to hold
+	// one unfinished line of up to maxLine bytes.
+	stripBufSize = 1 << 10
 	// minRead is the least room a stripping scanner reads into.
 	minRead = 512
 	// keepBuf is the largest buffer kept once the line that needed it is done.

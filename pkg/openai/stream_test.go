@@ -499,3 +499,43 @@ func TestStreamScannerAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamScannerStripBufferGrowsOnlyWhenNeeded: a stripping scanner
+// reads usual chunks of a few hundred bytes into its first 1 KiB buffer,
+// however the upstream cuts them; a usage chunk of several KiB grows the
+// buffer to hold it whole, so that it is still read and removed.
+func TestStreamScannerStripBufferGrowsOnlyWhenNeeded(t *testing.T) {
+	pad := `data: {"id":"x","choices":[],"usage":{"prompt_tokens":7},"pad":"` + strings.Repeat("p", 6<<10) + `"}` + "\n\n"
+	tests := []struct {
+		name    string
+		in      string
+		want    string
+		wantBuf int // the read buffer's size at the end
+	}{
+		{"short chunks", strings.Repeat(oaNull, 50) + oaUsage + done, strings.Repeat(oaPlain, 50) + done, 1 << 10},
+		{"a 6 KiB usage chunk", oaNull + pad + done, oaPlain + done, 8 << 10},
+	}
+	for _, tc := range tests {
+		for _, per := range []int{7, 100, 4 << 10, 64 << 10} {
+			t.Run(tc.name+"/reads_of_"+strconv.Itoa(per), func(t *testing.T) {
+				up := readCloser{&cutReader{r: strings.NewReader(tc.in), n: per}}
+				s := NewStreamScanner(up, true)
+				got, err := readAll(s, 32<<10)
+				if err != nil || string(got) != tc.want {
+					t.Fatalf("output differs (-want +got):\n%s", cmp.Diff(tc.want, string(got)))
+				}
+				if len(s.buf) != tc.wantBuf {
+					t.Errorf("read buffer = %d bytes, want %d", len(s.buf), tc.wantBuf)
+				}
+			})
+		}
+	}
+}
+
+// cutReader returns at most n bytes per Read.
+type cutReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *cutReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
