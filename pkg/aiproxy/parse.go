@@ -133,14 +133,18 @@ func NormalizeHost(h string) (string, error) {
 		}
 	}
 	name, port := h, ""
-	if host, p, err := net.SplitHostPort(h); err == nil {
-		name, port = host, p
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 || p[0] == '0' {
-			return "", Errorf(EINVALID, "host has an invalid port")
+	// SplitHostPort builds an error for a host without a port, the usual
+	// case: ask it only when there may be one ("[::1]" has none).
+	if strings.Contains(h, ":") && !strings.HasSuffix(h, "]") {
+		if host, p, err := net.SplitHostPort(h); err == nil {
+			name, port = host, p
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 || p[0] == '0' {
+				return "", Errorf(EINVALID, "host has an invalid port")
+			}
+		} else if !strings.HasPrefix(h, "[") {
+			return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
 		}
-	} else if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
-		return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
 	}
 	// An IPv6 literal, and only an IPv6 literal, is in brackets: "[::1]",
 	// "[::1]:8080". SplitHostPort has already removed them when a port is
@@ -159,7 +163,11 @@ func NormalizeHost(h string) (string, error) {
 		if !bracketed || !strings.Contains(name, ":") || net.ParseIP(name) == nil {
 			return "", Errorf(EINVALID, "host has an invalid IPv6 address")
 		}
-		name = "[" + strings.ToLower(name) + "]"
+		if lower := strings.ToLower(name); lower != name {
+			name = "[" + lower + "]"
+		} else {
+			name = h[:len(name)+2] // h starts with "[" + name + "]"
+		}
 	} else {
 		// Fold one trailing dot (the root label) and refuse empty labels,
 		// checked after folding so that the result is itself canonical.
@@ -168,10 +176,13 @@ func NormalizeHost(h string) (string, error) {
 			return "", Errorf(EINVALID, "host must be a bare host[:port], without scheme, path or spaces")
 		}
 	}
-	if port != "" {
-		return name + ":" + port, nil
+	if port == "" {
+		return name, nil
 	}
-	return name, nil
+	if n := len(name); len(h) == n+1+len(port) && h[:n] == name && h[n] == ':' {
+		return h, nil // already canonical: no new string
+	}
+	return name + ":" + port, nil
 }
 
 // NormalizeBaseURL checks a provider base URL: http or https, a host, no
