@@ -480,6 +480,15 @@ func TestBackup(t *testing.T) {
 	if err := openRaw(t, dst).QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
 		t.Errorf("backup integrity_check = %q, %v; want ok", check, err)
 	}
+	// The restored file keeps what the auth cache relies on: a key reset
+	// through another handle is refused at once by b, which cached it.
+	next := keys.New()
+	if err := openTestStore(t, dst).ResetUserKey(ctx, "bob", keys.Hash(next), keys.Hint(next), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UserByKeyHash(ctx, keys.Hash(bobKey)); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+		t.Errorf("backup UserByKeyHash(bob's key reset elsewhere) error = %v, want EUNAUTHORIZED", err)
+	}
 
 	// An existing destination is refused and left untouched.
 	existing := filepath.Join(t.TempDir(), "existing.db")
