@@ -68,7 +68,7 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 	}
 	d := &DB{sql: sdb, path: path}
 	d.ckpt = checkpointer{after: IdleCheckpoint, busyTimeout: busyTimeout, run: d.checkpointTruncate}
-	if err := d.migrate(ctx); err != nil {
+	if err := d.migrate(ctx, busyTimeout); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
 	}
@@ -247,7 +247,7 @@ func (d *DB) Backup(ctx context.Context, dst string) error {
 	return nil
 }
 
-func (d *DB) migrate(ctx context.Context) error {
+func (d *DB) migrate(ctx context.Context, busyTimeout time.Duration) error {
 	entries, err := fs.ReadDir(db.Migrations, "migrations")
 	if err != nil {
 		return err
@@ -258,8 +258,20 @@ func (d *DB) migrate(ctx context.Context) error {
 	}
 	sort.Strings(names)
 
-	// Fast path, read-only: everything already applied.
+	// Fast path, read-only: everything already applied. The first query
+	// opens the first connection, whose journal_mode(WAL) pragma turns a
+	// new file to WAL: SQLite answers SQLITE_BUSY at once, without its busy
+	// handler, while another process does the same to the same new file.
+	// Once the file is in WAL mode the pragma takes no lock.
 	applied, err := appliedMigrations(ctx, d.sql)
+	for wait := time.Millisecond; err != nil && sqliteCode(err)&0xff == sqlite3.SQLITE_BUSY && wait < busyTimeout; wait *= 2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		applied, err = appliedMigrations(ctx, d.sql)
+	}
 	if err != nil {
 		return err
 	}
