@@ -60,11 +60,12 @@ func newBenchSetup(b *testing.B, rt http.RoundTripper) *benchSetup {
 
 // BenchmarkProviderSelection is the provider half of a request: normalise
 // the host, look the provider up (a cache hit, validated against the
-// database's data_version) and pick one of its keys in turn.
+// memory-mapped WAL-index header) and pick one of its keys in turn.
 //
 // Allocation budget: 0 allocs/op. The cache hands out the stored
 // Provider (its Keys slice is shared, never copied) and the validation
-// reuses its prepared statement; an alloc here is per request.
+// reads no database while nothing was committed; an alloc here is per
+// request.
 func BenchmarkProviderSelection(b *testing.B) {
 	s := newBenchSetup(b, roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, io.EOF }))
 	ctx := context.Background()
