@@ -75,6 +75,7 @@ type conn struct {
 	br     *bufio.Reader // nil while idle
 	key    string
 	idleAt time.Time
+	broken bool // a write failed: never reused
 }
 
 // MaxHeaderBytes bounds the response headers (with any 1xx before them):
@@ -182,10 +183,18 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 	}
 	if data, ok := inMemory(req); ok {
 		bufs := net.Buffers{head, data}
-		_, err = bufs.WriteTo(c.nc)
+		_, werr := bufs.WriteTo(c.nc)
 		putHead(head)
-		if err != nil {
-			return nil, nil, err
+		if werr != nil {
+			// An upstream may answer before it has read a large body (401,
+			// 413) and close: its answer is then waiting to be read, and
+			// is the one to pass on. The connection is done either way.
+			c.broken = true
+			c.nc.SetReadDeadline(time.Now().Add(earlyAnswerWait))
+			if res, err := t.readResponse(c, req, true); err == nil {
+				return res, nil, nil
+			}
+			return nil, nil, werr
 		}
 		t.startHeaderTimer(c)
 	} else {
@@ -227,28 +236,40 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 			hm.Unlock()
 		}()
 	}
-	c.lr.n, c.lr.limited = MaxHeaderBytes+c.br.Buffered(), true
-	for {
-		res, err = http.ReadResponse(c.br, req)
-		if err != nil {
-			c.lr.limited = false
-			return nil, w, err
-		}
-		if res.StatusCode >= 100 && res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
-			continue // 100 Continue, 103 Early Hints: the answer follows
-		}
-		break
-	}
-	c.lr.limited = false
-	if w == nil {
-		c.nc.SetReadDeadline(time.Time{})
-	}
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		res.Body.Close()
-		return nil, w, errors.New("upstream: protocol switch (101) is not supported")
+	res, err = t.readResponse(c, req, w == nil) // else the deferred func clears it
+	if err != nil {
+		return nil, w, err
 	}
 	res.Uncompressed = gz && res.Body != http.NoBody && strings.EqualFold(res.Header.Get("Content-Encoding"), "gzip")
 	return res, w, nil
+}
+
+// earlyAnswerWait bounds the wait for an answer after the request could
+// not be written whole.
+const earlyAnswerWait = 5 * time.Second
+
+// readResponse reads the response headers on c, past any 1xx, within
+// MaxHeaderBytes, and with clear set clears the read deadline that bounded
+// the wait.
+func (t *Transport) readResponse(c *conn, req *http.Request, clear bool) (*http.Response, error) {
+	c.lr.n, c.lr.limited = MaxHeaderBytes+c.br.Buffered(), true
+	defer func() { c.lr.limited = false }()
+	for {
+		res, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case res.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errors.New("upstream: protocol switch (101) is not supported")
+		case res.StatusCode >= 100 && res.StatusCode < 200:
+			continue // 100 Continue, 103 Early Hints: the answer follows
+		}
+		if clear {
+			c.nc.SetReadDeadline(time.Time{})
+		}
+		return res, nil
+	}
 }
 
 // startHeaderTimer bounds the wait for the response headers.
@@ -306,7 +327,7 @@ func (b *body) finish(clean bool) {
 	if !b.done.CompareAndSwap(false, true) {
 		return
 	}
-	reuse := clean && b.stop() && !b.res.Close && !b.req.Close && b.c.br.Buffered() == 0
+	reuse := clean && b.stop() && !b.c.broken && !b.res.Close && !b.req.Close && b.c.br.Buffered() == 0
 	if b.writing != nil {
 		select {
 		case err := <-b.writing:

@@ -389,6 +389,24 @@ func TestReady(t *testing.T) {
 	}
 }
 
+// TestRoundTrip_EarlyAnswerInMemoryBody: an upstream that refuses a large
+// in-memory body without reading it (a 401 for a bad key) and closes gets
+// its own answer through, not a write error (STR-5: 4xx pass through).
+func TestRoundTrip_EarlyAnswerInMemoryBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"bad key"}`)
+	}))
+	defer srv.Close()
+	tr, _ := newTransport(t)
+	big := bytes.Repeat([]byte("a"), 20<<20) // far more than the socket buffers hold
+	res, got := do(t, tr, "POST", srv.URL, upstream.BytesBody(big), int64(len(big)))
+	if res.StatusCode != http.StatusUnauthorized || got != `{"error":"bad key"}` {
+		t.Errorf("early answer = %d %q, want the upstream's 401", res.StatusCode, got)
+	}
+}
+
 // TestRoundTrip_Gzip: like net/http, the transport asks for gzip when the
 // request names no encoding, and decodes what it asked for; an encoding
 // the client asked for itself passes through.
