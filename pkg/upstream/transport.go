@@ -56,16 +56,19 @@ type Transport struct {
 	// HeaderTimeout bounds the wait for the response headers once the
 	// request is written; 0 means no limit.
 	HeaderTimeout time.Duration
-	// IdleTimeout is how long an unused connection is kept (default 90 s);
-	// MaxIdlePerHost how many are kept per host (default 100).
+	// IdleTimeout is how long an unused connection is kept (default 90 s;
+	// swept every 5 s, when connections the upstream closed are closed
+	// too); MaxIdlePerHost how many are kept per host (default 100).
 	IdleTimeout    time.Duration
 	MaxIdlePerHost int
 	// ReadBufferSize is the size of each connection's read buffer (default
 	// 2 KiB): held for as long as a stream is open.
 	ReadBufferSize int
 
-	mu   sync.Mutex
-	idle map[string][]*conn
+	mu      sync.Mutex
+	idle    map[string][]*conn
+	reaper  *time.Timer // sweeps the idle connections while there are any
+	reaping bool        // reaper is armed
 }
 
 // conn is one upstream connection.
@@ -436,6 +439,14 @@ func (t *Transport) put(c *conn) {
 		cs = append(cs, c)
 	}
 	t.idle[c.key] = cs
+	if keep && !t.reaping {
+		t.reaping = true
+		if t.reaper == nil {
+			t.reaper = time.AfterFunc(t.reapEvery(), t.reap)
+		} else {
+			t.reaper.Reset(t.reapEvery())
+		}
+	}
 	t.mu.Unlock()
 	for _, s := range stale {
 		s.nc.Close()
@@ -445,11 +456,53 @@ func (t *Transport) put(c *conn) {
 	}
 }
 
+// reapEvery is how often idle connections are swept: there is no goroutine
+// per connection to notice an upstream closing one, as net/http's read
+// loop does, so a sweep does, within 5 s.
+func (t *Transport) reapEvery() time.Duration { return min(t.idleTimeout(), 5*time.Second) }
+
+// reap closes the idle connections that were idle too long or that the
+// upstream closed (or sent something unasked), and comes back while any
+// are left.
+func (t *Transport) reap() {
+	now := time.Now()
+	var dead []*conn
+	t.mu.Lock()
+	for key, cs := range t.idle {
+		kept := cs[:0]
+		for _, c := range cs {
+			if now.Sub(c.idleAt) > t.idleTimeout() || !alive(c.nc) {
+				dead = append(dead, c)
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		clear(cs[len(kept):])
+		if len(kept) == 0 {
+			delete(t.idle, key)
+		} else {
+			t.idle[key] = kept
+		}
+	}
+	t.reaping = len(t.idle) > 0
+	if t.reaping {
+		t.reaper.Reset(t.reapEvery())
+	}
+	t.mu.Unlock()
+	for _, c := range dead {
+		c.nc.Close()
+	}
+}
+
 // CloseIdleConnections closes the idle connections, here and in Fallback.
 func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	if t.reaper != nil {
+		t.reaper.Stop()
+		t.reaping = false
+	}
 	t.mu.Unlock()
 	for _, cs := range idle {
 		for _, c := range cs {

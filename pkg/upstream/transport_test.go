@@ -156,6 +156,42 @@ func TestRoundTrip_ClosedIdleConnectionIsNotUsed(t *testing.T) {
 	}
 }
 
+// TestIdleConnectionsAreReaped: connections left idle past IdleTimeout are
+// closed without any further request to the host.
+func TestIdleConnectionsAreReaped(t *testing.T) {
+	closed := make(chan struct{}, 16)
+	var opened atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	tr, _ := newTransport(t)
+	tr.IdleTimeout = 50 * time.Millisecond
+	// Requests at once: up to three connections, all idle afterwards.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { do(t, tr, "GET", srv.URL, nil, 0) })
+	}
+	wg.Wait()
+	n := int(opened.Load())
+	for i := range n {
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d idle connections closed, want all", i, n)
+		}
+	}
+}
+
 // TestRoundTrip_StreamAndCancel: a streamed answer arrives event by event,
 // before the upstream ends it; cancelling the request closes the
 // connection, the read returns the context's error, and the upstream's
