@@ -24,6 +24,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -347,15 +348,23 @@ func (b *body) finish(clean bool) {
 	b.t.put(b.c)
 }
 
-// Ready reports whether a response body from this transport has bytes
-// waiting in its read buffer, so that its next Read will not wait for
-// the network: a proxy can then send the response headers together with
-// the first bytes of the body instead of on their own. It reports false
-// for any other body.
+// Ready reports whether a response body from this transport holds a whole
+// server-sent event (up to its blank line) in its read buffer, so that
+// reading it will not wait for the network: a proxy can then send the
+// response headers together with the first event instead of on their own.
+// A few buffered bytes are not enough: they may be a chunk-size line or
+// half an event, and the rest may be a long time-to-first-token away. It
+// reports false for any other body.
 func Ready(r io.Reader) bool {
 	b, ok := r.(*body)
-	return ok && !b.done.Load() && b.c.br.Buffered() > 0
+	if !ok || b.done.Load() {
+		return false
+	}
+	buf, _ := b.c.br.Peek(b.c.br.Buffered())
+	return bytes.Contains(buf, eventEnd)
 }
+
+var eventEnd = []byte("\n\n")
 
 // gzipBody decodes a gzip response body, starting at its first Read so
 // that RoundTrip does not wait for the body.

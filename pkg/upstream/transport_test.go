@@ -405,11 +405,16 @@ func TestReady(t *testing.T) {
 		<-release
 		io.WriteString(c, "0\r\n\r\n")
 	})
+	// Half an event came with the headers: the rest may be long in coming.
+	half := rawServer(t, func(c net.Conn, _ *bufio.Reader) {
+		c.Write([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\ndata: ha\r\n"))
+		<-release
+	})
 	defer close(release)
 	for _, tc := range []struct {
 		url  string
 		want bool
-	}{{u, true}, {late, false}} {
+	}{{u, true}, {late, false}, {half, false}} {
 		req, _ := http.NewRequestWithContext(t.Context(), "GET", tc.url, nil)
 		res, err := tr.RoundTrip(req)
 		if err != nil {
