@@ -727,7 +727,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, x *exchang
 	switch {
 	case errors.As(err, &mbe):
 		p.tooLarge(w, x)
-	case x.body != nil && x.body.err != nil && x.body.err != io.EOF:
+	case x.body != nil && x.body.failed():
 		// The client's own body was malformed (bad chunking) or broke off.
 		p.fail(w, x, http.StatusBadRequest, "invalid_request", typeInvalid, "could not read the request body")
 	case r.Context().Err() != nil:
@@ -747,18 +747,31 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, x *exchang
 
 // clientBody remembers the error that ended a streamed request body, so a
 // failed round trip can be blamed on the client (400) rather than the
-// upstream (502).
+// upstream (502). The transport's body writer sets it while the round trip
+// may already be failing on the handler's goroutine.
 type clientBody struct {
 	io.ReadCloser
+	mu  sync.Mutex
 	err error
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && b.err == nil {
-		b.err = err
+	if err != nil {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// failed reports whether the body ended in an error of its own.
+func (b *clientBody) failed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err != nil && b.err != io.EOF
 }
 
 // idempotent reports whether the transport may replay method by itself.
