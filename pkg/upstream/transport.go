@@ -141,7 +141,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Once ctx ends, the connection is closed: a write or read blocked on
 	// it returns at once.
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
-	res, w, err := t.exchange(ctx, c, req)
+	res, w, err := t.exchange(c, req)
 	if err != nil {
 		stop()
 		c.nc.Close()
@@ -179,15 +179,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // exchange writes req on c and reads the response headers. A body that is
 // not in memory is written by a goroutine whose result arrives on w.
-func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (res *http.Response, w chan error, err error) {
+func (t *Transport) exchange(c *conn, req *http.Request) (res *http.Response, w chan error, err error) {
 	head, gz, err := requestHead(req)
 	if err != nil {
 		closeBody(req)
 		return nil, nil, err
 	}
+	var werr error // the in-memory body's write error
 	if data, ok := inMemory(req); ok {
 		bufs := net.Buffers{head, data}
-		_, werr := bufs.WriteTo(c.nc)
+		_, werr = bufs.WriteTo(c.nc)
 		putHead(head)
 		if werr != nil {
 			// An upstream may answer before it has read a large body (401,
@@ -195,12 +196,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 			// is the one to pass on. The connection is done either way.
 			c.broken = true
 			c.nc.SetReadDeadline(time.Now().Add(earlyAnswerWait))
-			if res, err := t.readResponse(c, req, true); err == nil {
-				return res, nil, nil
-			}
-			return nil, nil, werr
+		} else {
+			t.startHeaderTimer(c)
 		}
-		t.startHeaderTimer(c)
 	} else {
 		_, err = c.nc.Write(head)
 		putHead(head)
@@ -241,6 +239,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (r
 		}()
 	}
 	res, err = t.readResponse(c, req, w == nil) // else the deferred func clears it
+	if werr != nil && err != nil {
+		err = werr
+	}
 	if err != nil {
 		return nil, w, err
 	}
