@@ -77,30 +77,6 @@ func TestDB5_DiskFull(t *testing.T) {
 		strings.TrimSpace(r.stderr), r.dur.Round(time.Millisecond), h.status, strings.TrimSpace(h.body))
 }
 
-// runUntil runs cmd to its end, failing the test if it is still running
-// after timeout (a serve that started instead of refusing).
-func runUntil(t *testing.T, cmd *exec.Cmd, timeout time.Duration) cliResult {
-	t.Helper()
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", cmd.Args, err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Errorf("%v still running after %v; stderr %q", cmd.Args, timeout, errb.String())
-		return cliResult{args: cmd.Args[1:], stdout: out.String(), stderr: errb.String(), code: -1, dur: time.Since(start)}
-	}
-	return cliResult{args: cmd.Args[1:], stdout: out.String(), stderr: errb.String(), dur: time.Since(start), code: exitCode(err)}
-}
-
 // wantRefused checks that serve and user create on db exit non-zero with
 // one line naming the problem (want, lower case), and that serve does so
 // at startup.

@@ -126,6 +126,21 @@ func (e *env) cli(args ...string) cliResult {
 
 func runCmd(t *testing.T, cmd *exec.Cmd, args []string) cliResult {
 	t.Helper()
+	r := runUntil(t, cmd, cliTimeout)
+	if r.code == hung {
+		t.FailNow() // a hang: runUntil said so
+	}
+	r.args = args
+	return r
+}
+
+// hung is the exit code runUntil reports for a command it had to kill.
+const hung = -1 << 16
+
+// runUntil runs cmd to its end; one still running after timeout is killed,
+// reported as an error and returned with code hung.
+func runUntil(t *testing.T, cmd *exec.Cmd, timeout time.Duration) cliResult {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
@@ -135,15 +150,17 @@ func runCmd(t *testing.T, cmd *exec.Cmd, args []string) cliResult {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	var err error
+	code := 0
 	select {
 	case err = <-done:
-	case <-time.After(cliTimeout):
+		code = exitCode(err)
+	case <-time.After(timeout):
 		cmd.Process.Kill()
 		<-done
-		t.Fatalf("aiproxy %s still running after %v: a hang", strings.Join(args, " "), cliTimeout)
+		t.Errorf("%v still running after %v (a hang); stderr %q", cmd.Args, timeout, errb.String())
+		code = hung
 	}
-	r := cliResult{args: args, stdout: out.String(), stderr: errb.String(), dur: time.Since(start), code: exitCode(err)}
-	return r
+	return cliResult{args: cmd.Args[1:], stdout: out.String(), stderr: errb.String(), dur: time.Since(start), code: code}
 }
 
 func exitCode(err error) int {
