@@ -25,9 +25,9 @@ import (
 //     ≤ 5 µs, and the same at both sizes. hot_1000_keys (1,000,000 users
 //     only) cycles 1,000 keys spread over the table: more of the cache is
 //     touched, as with many active users.
-//     Allocation budget: 3 allocs/op, all in keys.Hash (the key copied to
-//     []byte, the hex bytes, the string); 0 from the cache (a map read and
-//     the 48-byte WAL-index header compare; no auth_version read).
+//     Allocation budget: 3 allocs/op in keys.Hash (the key copied to
+//     []byte, the hex bytes, the string), plus those of the one prepared
+//     auth_version read (database/sql's QueryRow) and a map read.
 //   - miss: the indexed SELECT that a lookup costs after a commit emptied
 //     the cache (keys.Hash plus the query, without the cache).
 //     Allocation budget: ≤ 40 allocs/op, nearly all database/sql's.

@@ -15,22 +15,18 @@ const maxCached = 100_000
 
 // cache keeps the proxy's per-request lookups (user by key hash, provider
 // by host) in memory. It is valid only while the auth_version counter
-// (migration 0002), read on one pinned connection, stays the same: triggers
-// bump it in every transaction that changes users, providers or provider
-// keys, whichever connection or process (the CLI, an admin route) commits
-// it, and the next lookup then brings the cache up to date. So a deleted or
-// reset key is refused at the very next request. Commits that change none
-// of those rows, such as the usage writer's every 100 ms, leave the counter
-// and so the cache alone (SQLite's data_version, which this cache read
-// before, moves on every commit).
+// (migration 0002) stays the same: triggers bump it in every transaction
+// that changes users, providers or provider keys, whichever connection or
+// process (the CLI, an admin route) commits it, and each lookup reads it
+// with one prepared query before it answers. So a deleted or reset key is
+// refused at the very next request. Commits that change none of those rows,
+// such as the usage writer's every 100 ms, leave the counter and so the
+// cache alone (SQLite's data_version moves on every commit).
 //
-// Reading the counter is itself a read transaction: on a WAL database it
-// takes and drops a read lock on the -shm file (fcntl system calls), about
-// 8–15 µs, twice per proxied request. So each lookup first compares the
-// WAL-index header, which every commit rewrites, with the copy taken at the
-// last check (memory-mapped, no system call: see cache_wal_unix.go), and
-// reads the counter only when the header moved. A lookup then costs a
-// map read and a 48-byte compare.
+// That read is a small read transaction (some microseconds); an earlier
+// version skipped it by mapping SQLite's -shm file into memory, which
+// saved microseconds on a path where the upstream takes seconds, at the
+// price of code that depended on SQLite's file format (issue 10).
 type cache struct {
 	mu      sync.Mutex
 	conn    *sql.Conn
@@ -46,9 +42,6 @@ type cache struct {
 	// not one per request.
 	userLoads     map[string]*load[aiproxy.User]
 	providerLoads map[string]*load[providerEntry]
-
-	wal  *walIndex // nil: read auth_version on every lookup
-	seen walHeader // the WAL-index header when auth_version was last read
 
 	// used holds the user keys looked up since the last change; after a
 	// change, refreshStmt reloads the cached ones among them in one query
@@ -95,46 +88,17 @@ func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
 	if c.refreshStmt, err = conn.PrepareContext(ctx, q); err != nil {
 		c.refreshStmt = nil // refresh by emptying, as before
 	}
-	// The fast path needs a WAL database with a -shm file: this connection
-	// keeps it open (and so unshrunk) until close.
-	var mode string
-	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err == nil && mode == "wal" {
-		if path, err := mainFile(ctx, conn); err == nil && path != "" {
-			c.wal, _ = openWALIndex(path + "-shm") // on error, c.wal may hold the file, unmapped
-		}
-	}
 	c.mu.Lock()
 	err = c.sync(ctx)
 	c.mu.Unlock()
 	if err != nil {
 		c.close()
-		return c, err // the caller closes the database, then c.closeFile
+		return nil, err
 	}
 	return c, nil
 }
 
-// mainFile is the path of the connection's main database file.
-func mainFile(ctx context.Context, conn *sql.Conn) (string, error) {
-	rows, err := conn.QueryContext(ctx, "PRAGMA database_list")
-	if err != nil {
-		return "", err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var seq int
-		var name, file string
-		if err := rows.Scan(&seq, &name, &file); err != nil {
-			return "", err
-		}
-		if name == "main" {
-			return file, nil
-		}
-	}
-	return "", rows.Err()
-}
-
-// close releases the pinned connection. The -shm descriptor stays open
-// for closeFile, after the last SQLite connection is gone.
+// close releases the pinned connection.
 func (c *cache) close() {
 	if c.refreshStmt != nil {
 		c.refreshStmt.Close()
@@ -143,27 +107,9 @@ func (c *cache) close() {
 	c.conn.Close()
 }
 
-// closeFile closes the -shm descriptor; see walIndex.
-func (c *cache) closeFile() {
-	if c.wal != nil {
-		c.wal.closeFile()
-		c.wal = nil
-	}
-}
-
 // sync brings the cache up to date if users, providers or provider keys
 // changed since the last call. The caller holds c.mu.
 func (c *cache) sync(ctx context.Context) error {
-	var hdr walHeader
-	if c.wal != nil {
-		if !c.wal.read(&hdr) {
-			c.wal.unmap() // the mapping failed: fall back to auth_version alone
-		} else if c.version >= 0 && hdr == c.seen {
-			return nil // nothing was committed since auth_version was read
-		}
-	}
-	// The header was read before auth_version, so a commit that lands
-	// between the two moves the header again and is checked next time.
 	// A missing row is an error, never a cache kept forever.
 	var v int64
 	if err := c.stmt.QueryRowContext(ctx).Scan(&v); err != nil {
@@ -178,7 +124,6 @@ func (c *cache) sync(ctx context.Context) error {
 			c.refresh(ctx)
 		}
 	}
-	c.seen = hdr
 	return nil
 }
 

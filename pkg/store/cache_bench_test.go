@@ -16,8 +16,8 @@ import (
 // the cache was emptied or refreshed per commit.
 //
 // A usage record changes no user, so the target is 0 reloads/op and the
-// lookups at the hot cost: one auth_version read for the first, map reads
-// for the rest. Allocation budget: ≤ 20 allocs/op, all in that one read
+// lookups at the hot cost: one prepared auth_version read and a map read
+// each. Allocation budget: ≤ 20 allocs per lookup, nearly all in that read
 // (database/sql's QueryRow).
 func BenchmarkCacheAfterUsageWrite(b *testing.B) {
 	ctx := context.Background()

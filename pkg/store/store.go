@@ -84,9 +84,6 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 	if d.cache, err = newCache(ctx, sdb); err != nil {
 		d.closeStmts()
 		sdb.Close()
-		if d.cache != nil {
-			d.cache.closeFile()
-		}
 		return nil, openError(path, err)
 	}
 	return d, nil
@@ -212,9 +209,7 @@ func (d *DB) Close() error {
 	d.ckpt.close()
 	d.cache.close()
 	d.closeStmts()
-	err := d.sql.Close()
-	d.cache.closeFile() // only now: closing it earlier would drop SQLite's locks
-	return err
+	return d.sql.Close()
 }
 
 // Ping checks that the database answers a query.
