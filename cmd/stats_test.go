@@ -82,9 +82,6 @@ func TestStats(t *testing.T) {
 			{},
 		}},
 		{"since a duration, grouped: no rows", []string{"--since", "1h", "--by", "day"}, []statsRow{}},
-		{"unknown user", []string{"--user", "nobody"}, []statsRow{
-			{},
-		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,6 +162,7 @@ func TestStats_errors(t *testing.T) {
 		{"bad --since", []string{"stats", "--since", "yesterday"}, `invalid time "yesterday"`},
 		{"negative --since", []string{"stats", "--since", "-3d"}, `invalid time "-3d"`},
 		{"an argument", []string{"stats", "alice"}, `stats: unexpected argument "alice"`},
+		{"unknown user", []string{"stats", "--user", "nobody"}, `user "nobody" not found`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

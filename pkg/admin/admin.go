@@ -204,7 +204,10 @@ type StatsQuery struct {
 	By    string
 }
 
-// Stats returns usage totals. Errors: EINVALID (since, by).
+// Stats returns usage totals. A user named in q must exist or have usage
+// on record (a deleted user's past requests still count), so that a typo
+// is not shown as a user who never made a request.
+// Errors: EINVALID (since, by), ENOTFOUND (user).
 func (s *Service) Stats(ctx context.Context, q StatsQuery) ([]aiproxy.StatsRow, error) {
 	f := aiproxy.StatsFilter{User: q.User, By: q.By}
 	if q.Since != "" {
@@ -214,7 +217,39 @@ func (s *Service) Stats(ctx context.Context, q StatsQuery) ([]aiproxy.StatsRow, 
 		}
 		f.Since = t
 	}
-	return s.db.Stats(ctx, f)
+	rows, err := s.db.Stats(ctx, f)
+	if err != nil || q.User == "" || requests(rows) > 0 {
+		return rows, err
+	}
+	if err := s.checkStatsUser(ctx, q.User); err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+// checkStatsUser returns ENOTFOUND unless user name exists or once made a
+// request (at any time: Stats' own filter may have hidden it).
+func (s *Service) checkStatsUser(ctx context.Context, name string) error {
+	_, err := s.db.UserByName(ctx, name)
+	if aiproxy.ErrorCode(err) != aiproxy.ENOTFOUND {
+		return err
+	}
+	all, err := s.db.Stats(ctx, aiproxy.StatsFilter{User: name})
+	if err != nil {
+		return err
+	}
+	if requests(all) == 0 {
+		return aiproxy.Errorf(aiproxy.ENOTFOUND, "user %q not found", name)
+	}
+	return nil
+}
+
+func requests(rows []aiproxy.StatsRow) int64 {
+	var n int64
+	for _, r := range rows {
+		n += r.Requests
+	}
+	return n
 }
 
 // Authenticate returns the user holding key. Errors: EUNAUTHORIZED for a

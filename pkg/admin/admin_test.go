@@ -605,6 +605,7 @@ func TestService_Stats(t *testing.T) {
 	if err := f.svc.RecordUsage(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
+	f.createUser(t, "bob", admin.Expiry{}) // a user without usage
 	tests := []struct {
 		name string
 		q    admin.StatsQuery
@@ -727,4 +728,60 @@ func TestService_BackupAndPing(t *testing.T) {
 		t.Errorf("backup UserByName(alice) error = %v", err)
 	}
 	wantCode(t, "Backup(existing)", f.svc.Backup(ctx, dst), aiproxy.ECONFLICT)
+}
+
+// TestService_Stats_unknownUser checks that stats for a user who neither
+// exists nor ever made a request is ENOTFOUND (so a typo is not shown as a
+// quiet user), while a deleted user's past requests still show.
+func TestService_Stats_unknownUser(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	f := newService(t)
+	k := f.createUser(t, "carol", admin.Expiry{})
+	u, _ := f.svc.Authenticate(ctx, k)
+	rec := aiproxy.Usage{Time: t0.Add(-48 * time.Hour), UserID: u.ID, UserName: "carol", Provider: "p", Model: "m", Path: "/v1/x", Status: 200}
+	if err := f.svc.RecordUsage(ctx, []aiproxy.Usage{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.DeleteUser(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	f.createUser(t, "dave", admin.Expiry{})
+
+	tests := []struct {
+		name     string
+		q        admin.StatsQuery
+		want     []int64 // requests per row, when no error
+		wantCode string
+	}{
+		{"unknown user", admin.StatsQuery{User: "nobody"}, nil, aiproxy.ENOTFOUND},
+		{"unknown user, grouped", admin.StatsQuery{User: "nobody", By: "model"}, nil, aiproxy.ENOTFOUND},
+		{"unknown user, since", admin.StatsQuery{User: "nobody", Since: "1h"}, nil, aiproxy.ENOTFOUND},
+		{"deleted user with usage", admin.StatsQuery{User: "carol"}, []int64{1}, ""},
+		{"deleted user, usage before since", admin.StatsQuery{User: "carol", Since: "1h"}, []int64{0}, ""},
+		{"existing user without usage", admin.StatsQuery{User: "dave"}, []int64{0}, ""},
+		{"existing user without usage, grouped", admin.StatsQuery{User: "dave", By: "day"}, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := f.svc.Stats(ctx, tc.q)
+			if tc.wantCode != "" {
+				wantCode(t, fmt.Sprintf("Stats(%+v)", tc.q), err, tc.wantCode)
+				if err != nil && err.Error() != `user "nobody" not found` {
+					t.Errorf("Stats(%+v) error = %q, want %q", tc.q, err, `user "nobody" not found`)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Stats(%+v) error = %v", tc.q, err)
+			}
+			var got []int64
+			for _, r := range rows {
+				got = append(got, r.Requests)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Stats(%+v) requests (-want +got):\n%s", tc.q, diff)
+			}
+		})
+	}
 }
