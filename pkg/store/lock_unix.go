@@ -12,9 +12,11 @@ import (
 
 // ClaimServer takes the advisory lock that marks the one `serve` process
 // of this database, held until release is called or the process dies.
-// A second claim, from any process, fails at once with ECONFLICT.
+// A second claim, from any process, fails at once with ECONFLICT, also
+// through another name of the same file (a symbolic link): the lock file is
+// named after the database's real path.
 func (d *DB) ClaimServer() (release func(), err error) {
-	f, err := os.OpenFile(d.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(d.real+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, aiproxy.Errorf(aiproxy.EUNAVAILABLE, "create lock file: %v", unwrapPathError(err))
 	}

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -29,8 +31,12 @@ const BusyTimeout = 5 * time.Second
 
 // DB is an open aiproxy database.
 type DB struct {
-	sql   *sql.DB
-	path  string
+	sql  *sql.DB
+	path string
+	// real is path with every symbolic link resolved: the lock and the
+	// key file are named after it, so that two names of one file share them.
+	real  string
+	log   *slog.Logger
 	cache *cache
 	ckpt  checkpointer
 
@@ -42,14 +48,44 @@ type DB struct {
 
 // Open opens (creating if needed) the database at path and brings its
 // schema up to date. A missing folder is created with mode 0700 and a new
-// file with mode 0600. A database written by a newer aiproxy is refused.
-func Open(ctx context.Context, path string) (*DB, error) {
-	return open(ctx, path, BusyTimeout)
+// file with mode 0600; an existing file (and its -wal and -shm) that others
+// may read is tightened to 0600, with a warning logged (WithLogger). A
+// database written by a newer aiproxy is refused.
+//
+// Provider keys are sealed under a secret kept outside the database: the
+// one given by WithSecretKey or WithSecretKeyFile, else the key file beside
+// the database (KeyFile), created on first use. Keys stored in clear by an
+// older aiproxy are sealed here. A secret that cannot unseal the stored keys
+// is refused (EINVALID), and the database is left as it was.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	return open(ctx, path, BusyTimeout, opts...)
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	log    *slog.Logger
+	secret secretSource
+}
+
+// WithLogger makes Open log its warnings (a database file readable by
+// others, tightened; clear provider keys sealed; their scrubbing failed)
+// to l. Without it they are dropped.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
 }
 
 // open is Open with a chosen busy timeout, so that tests of a held write
 // lock need not wait BusyTimeout.
-func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, error) {
+func open(ctx context.Context, path string, busyTimeout time.Duration, opts ...Option) (*DB, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
 	if path == "" {
 		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path is empty")
 	}
@@ -59,20 +95,32 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 	if err := prepareFile(path); err != nil {
 		return nil, err
 	}
-	dsn := path + "?_pragma=busy_timeout(" + fmt.Sprint(busyTimeout.Milliseconds()) + ")" +
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path %s: %v", path, unwrapPathError(err))
+	}
+	if real, err = filepath.Abs(real); err != nil {
+		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path %s: %v", path, err)
+	}
+	tightenModes(real, o.log)
+	dsn := real + "?_pragma=busy_timeout(" + fmt.Sprint(busyTimeout.Milliseconds()) + ")" +
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)" +
 		"&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	sdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open db %s: %w", path, err)
 	}
-	d := &DB{sql: sdb, path: path}
+	d := &DB{sql: sdb, path: path, real: real, log: o.log}
 	d.ckpt = checkpointer{after: IdleCheckpoint, busyTimeout: busyTimeout, run: d.checkpointTruncate}
 	if err := d.migrate(ctx, busyTimeout); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
 	}
 	if err := checkWritable(ctx, sdb, busyTimeout); err != nil {
+		sdb.Close()
+		return nil, openError(path, err)
+	}
+	if err := d.openSecret(ctx, o.secret); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
 	}
@@ -87,6 +135,31 @@ func open(ctx context.Context, path string, busyTimeout time.Duration) (*DB, err
 		return nil, openError(path, err)
 	}
 	return d, nil
+}
+
+// tightenModes makes the database file, its -wal and its -shm readable by
+// their owner only, as a file made by an older aiproxy, copied with cp or
+// restored from a backup may not be. SQLite gives a new -wal and -shm the
+// database file's mode, so the main file matters most. It logs a warning
+// for each file it changes or cannot change; Open goes on either way.
+func tightenModes(path string, log *slog.Logger) {
+	if runtime.GOOS == "windows" {
+		return // no Unix modes: the folder's ACL decides
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		mode := fi.Mode().Perm() & 0o700 // 0644 → 0600; a read-only 0444 stays read-only
+		if err := os.Chmod(p, mode); err != nil {
+			log.Warn("database file is readable by others and its mode cannot be changed",
+				"file", p, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()), "err", unwrapPathError(err))
+			continue
+		}
+		log.Warn("database file was readable by others: mode tightened",
+			"file", p, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "now", fmt.Sprintf("%#o", mode))
+	}
 }
 
 // prepareFile refuses a directory, creates the parent folder (0700) and an

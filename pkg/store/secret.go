@@ -1,0 +1,7 @@
+package store
+
+import "context"
+
+type secretSource struct{}
+
+func (d *DB) openSecret(context.Context, secretSource) error { return nil }
