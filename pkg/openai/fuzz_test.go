@@ -7,61 +7,120 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
 
 // FuzzInspectRequest checks InspectRequest against encoding/json: the same
-// validity (for UTF-8 input; InspectRequest also refuses invalid UTF-8) and
-// the same model, stream and include_usage, last key winning.
+// validity (InspectRequest also refuses invalid UTF-8), a Problem exactly
+// when a top-level key it reads is repeated, differs only in case or has the
+// wrong type, and otherwise the same model, stream and include_usage.
 func FuzzInspectRequest(f *testing.F) {
 	for _, tc := range inspectTests {
 		f.Add([]byte(tc.body))
 	}
 	f.Add(benchRequest()[:4096])
 	f.Add([]byte(`{"model":"\ud83d\ude00\udc00\ud800x","stream":true,"stream_options":{"include_usage":true},"stream_options":null}`))
+	f.Add([]byte(`{"model":"\ud83d\ude00\udc00\ud800x","stream":true,"stream_options":{"include_usage":true,"x":[{}]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got := InspectRequest(body)
-		if !got.Valid {
-			if got != (RequestInfo{}) {
-				t.Fatalf("InspectRequest(%q) = %+v: invalid but not zero", body, got)
-			}
-		} else if !utf8.Valid(body) {
-			t.Fatalf("InspectRequest(%q) is valid on invalid UTF-8", body)
-		}
-		if !utf8.Valid(body) {
-			return
-		}
-		valid := json.Valid(body) && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{"))
+		valid := utf8.Valid(body) && json.Valid(body) && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{"))
 		if got.Valid != valid {
 			t.Fatalf("InspectRequest(%q).Valid = %v, encoding/json says %v", body, got.Valid, valid)
 		}
 		if !valid {
+			if got.Problem == "" || got != (RequestInfo{Problem: got.Problem}) {
+				t.Fatalf("InspectRequest(%q) = %+v: want only a Problem", body, got)
+			}
 			return
 		}
 		var top map[string]json.RawMessage
 		if err := json.Unmarshal(body, &top); err != nil {
 			t.Fatalf("json.Unmarshal(%q): %v", body, err)
 		}
-		var want RequestInfo
-		want.Valid = true
-		if raw := top["model"]; len(raw) > 0 && raw[0] == '"' {
-			if err := json.Unmarshal(raw, &want.Model); err != nil {
-				t.Fatal(err)
+		want := RequestInfo{Valid: true}
+		ambiguous := repeatedOrFolded(t, body, "model", "stream", "stream_options")
+		if raw, ok := top["model"]; ok {
+			ambiguous = ambiguous || raw[0] != '"'
+			_ = json.Unmarshal(raw, &want.Model)
+		}
+		if raw, ok := top["stream"]; ok {
+			ambiguous = ambiguous || raw[0] != 't' && raw[0] != 'f' && raw[0] != 'n'
+			want.Stream = string(raw) == "true"
+		}
+		if raw, ok := top["stream_options"]; ok {
+			switch raw[0] {
+			case '{':
+				var so map[string]json.RawMessage
+				if err := json.Unmarshal(raw, &so); err != nil {
+					t.Fatal(err)
+				}
+				want.IncludeUsage = string(so["include_usage"]) == "true"
+				ambiguous = ambiguous || repeatedOrFolded(t, raw, "include_usage")
+			case 'n':
+			default:
+				ambiguous = true
 			}
 		}
-		want.Stream = string(top["stream"]) == "true"
-		if raw := top["stream_options"]; len(raw) > 0 && raw[0] == '{' {
-			var so map[string]json.RawMessage
-			if err := json.Unmarshal(raw, &so); err != nil {
-				t.Fatal(err)
+		if ambiguous {
+			want = RequestInfo{Valid: true, Problem: got.Problem}
+			if got.Problem == "" {
+				t.Fatalf("InspectRequest(%q) = %+v: want a Problem", body, got)
 			}
-			want.IncludeUsage = string(so["include_usage"]) == "true"
 		}
 		if got != want {
 			t.Fatalf("InspectRequest(%q) = %+v, encoding/json says %+v", body, got, want)
 		}
 	})
+}
+
+// repeatedOrFolded reports whether the JSON object b has a top-level key
+// equal to one of names more than once, or equal to one ignoring case only.
+// It walks b token by token.
+func repeatedOrFolded(t *testing.T, b []byte, names ...string) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	seen := map[string]int{}
+	depth, key := 0, true
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Token(%q): %v", b, err)
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		case string:
+			if depth == 1 && key {
+				for _, n := range names {
+					if strings.EqualFold(v, n) {
+						seen[n]++
+						if v != n {
+							seen[n] += 2
+						}
+					}
+				}
+				key = false
+				continue
+			}
+		}
+		if depth == 1 {
+			key = true
+		}
+	}
+	for _, n := range seen {
+		if n > 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // FuzzInjectIncludeUsage checks that an injected body is valid JSON that

@@ -55,18 +55,6 @@ func (sc *scanner) isObj(d int) bool {
 	return sc.big[w-len(sc.small)]&bit != 0
 }
 
-func skipWS(s []byte, i int) int {
-	for i < len(s) {
-		switch s[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
 const (
 	lsb = 0x0101010101010101
 	msb = 0x8080808080808080

@@ -1,150 +1,187 @@
 package openai
 
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
 // RequestInfo is what the proxy needs to know about a request body.
 type RequestInfo struct {
-	Model        string // top-level "model" when it is a string
+	Model        string // top-level "model"
 	Stream       bool   // top-level "stream" is true
 	IncludeUsage bool   // "stream_options" is an object whose "include_usage" is true
-	// Valid reports whether the body is one JSON object in valid UTF-8,
-	// nested at most 10000 deep. When it is false the other fields are zero.
+	// Valid reports whether the body is one JSON object in valid UTF-8, as
+	// encoding/json reads it (nested at most 10000 deep).
 	Valid bool
+	// Problem is empty when the body is fine. Otherwise it says, in a few
+	// words fit for an error message, why the proxy must refuse the body (400)
+	// rather than send it upstream: it is not one JSON object in valid UTF-8,
+	// or parsers may disagree on what it asks for (a repeated or case-variant
+	// "model", "stream", "stream_options" or "stream_options.include_usage"
+	// key), or one of those has the wrong type ("model" not a string,
+	// "stream" not a boolean or null, "stream_options" not an object or null).
+	// When Problem is set, Model, Stream and IncludeUsage are zero.
+	Problem string
 }
 
-// reqScan is InspectRequest's result plus where the members that
+// reqScan is InspectRequest's result plus where the parts that
 // InjectIncludeUsage edits are.
 type reqScan struct {
-	info    RequestInfo
-	obj     int // the top-level '{'
-	streams int // how many "stream" keys
-	options int // how many "stream_options" keys
-	// The value of the last "stream_options": [optVal, optEnd), and how many
-	// members it has when it is an object.
-	optVal, optEnd, optMembers int
-	// The "include_usage" members of the last "stream_options" object, and
-	// the value range of the last one.
-	incs           int
-	incVal, incEnd int
+	info           RequestInfo
+	open           int  // just after the top-level '{'
+	opt            kind // the first byte of "stream_options"; 0 when absent
+	optVal, optEnd int  // its value
+	optMembers     int  // how many members it has when it is an object
+	incs           int  // how many of them are "include_usage"
+	incVal, incEnd int  // the value of that one
 }
 
 // InspectRequest reads the top-level "model", "stream" and
-// "stream_options.include_usage" of a JSON request body. A repeated key counts
-// by its last occurrence, as in encoding/json and JavaScript; "stream" counts
-// only when it is the literal true. The whole body is checked, in one pass
-// with no recursion and no allocation besides the model string; string
-// contents (a base64 image, say) are skipped eight bytes at a time.
+// "stream_options.include_usage" of a JSON request body, with encoding/json,
+// and checks the body as RequestInfo.Problem says.
 func InspectRequest(body []byte) RequestInfo {
-	r := scanRequest(body)
-	return r.info
+	return scanRequest(body).info
 }
 
 func scanRequest(body []byte) reqScan {
-	var r reqScan
-	if !r.scan(body) {
-		return reqScan{}
+	// encoding/json replaces invalid UTF-8 where other parsers refuse it.
+	if !utf8.Valid(body) {
+		return reqScan{info: RequestInfo{Problem: "request body is not valid UTF-8"}}
 	}
-	r.info.Valid = true
+	if !json.Valid(body) {
+		return reqScan{info: RequestInfo{Problem: "request body is not valid JSON"}}
+	}
+	var r reqScan
+	var models, streams, options int
+	problem := func(format string, a ...any) {
+		if r.info.Problem == "" {
+			r.info.Problem = fmt.Sprintf(format, a...)
+		}
+	}
+	open, err := members(body, func(m *field) error {
+		var err error
+		switch m.name {
+		case "model":
+			models++
+			var v str
+			_, _, err = m.decode(&v)
+			if r.info.Model = v.s; !v.ok {
+				problem(`"model" is not a string`)
+			}
+		case "stream":
+			streams++
+			var k kind
+			_, _, err = m.decode(&k)
+			if r.info.Stream = k == 't'; k != 't' && k != 'f' && k != 'n' {
+				problem(`"stream" is not a boolean`)
+			}
+		case "stream_options":
+			options++
+			r.optVal, r.optEnd, err = m.decode(&r.opt)
+			switch r.opt {
+			case '{':
+				r.streamOptions(body[r.optVal:r.optEnd], problem)
+			case 'n':
+				r.optMembers, r.incs, r.info.IncludeUsage = 0, 0, false
+			default:
+				problem(`"stream_options" is not an object`)
+			}
+		default:
+			if k := foldsTo(m.name, "model", "stream", "stream_options"); k != "" {
+				problem("ambiguous key %q (keys are case-sensitive)", m.name)
+			}
+		}
+		return err
+	})
+	switch {
+	case err == errNotObject:
+		return reqScan{info: RequestInfo{Problem: "request body is not a JSON object"}}
+	case err != nil: // json.Valid said it was
+		return reqScan{info: RequestInfo{Problem: "request body is not valid JSON"}}
+	}
+	for _, d := range []struct {
+		n    int
+		name string
+	}{{models, "model"}, {streams, "stream"}, {options, "stream_options"}, {r.incs, "stream_options.include_usage"}} {
+		if d.n > 1 {
+			problem("duplicate %q key", d.name)
+		}
+	}
+	r.open, r.info.Valid = open, true
+	if r.info.Problem != "" {
+		r.info = RequestInfo{Valid: true, Problem: r.info.Problem}
+	}
 	return r
 }
 
-func (r *reqScan) scan(body []byte) bool {
-	sc := scanner{s: body}
-	i := skipWS(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return false
-	}
-	r.obj = i
-	o := sc.object(i, 1)
-	for m, ok := o.next(); ok; m, ok = o.next() {
-		var e int
-		switch string(sc.keyBytes(m)) {
-		case "model":
-			if body[m.val] == '"' {
-				r.info.Model, e = sc.stringAt(m.val)
-				o.i = e
-			} else {
-				r.info.Model = ""
-				e = o.skip(m)
+// streamOptions reads the stream_options object b.
+func (r *reqScan) streamOptions(b []byte, problem func(string, ...any)) {
+	r.optMembers, r.incs, r.info.IncludeUsage = 0, 0, false
+	_, _ = members(b, func(m *field) error {
+		r.optMembers++
+		if m.name != "include_usage" {
+			if foldsTo(m.name, "include_usage") != "" {
+				problem("ambiguous key %q (keys are case-sensitive)", "stream_options."+m.name)
 			}
-		case "stream":
-			r.streams++
-			e = o.skip(m)
-			r.info.Stream = e >= 0 && string(body[m.val:e]) == "true"
-		case "stream_options":
-			r.options++
-			r.optVal, r.optMembers, r.incs, r.info.IncludeUsage = m.val, 0, 0, false
-			if body[m.val] == '{' {
-				e = r.streamOptions(&sc, m.val)
-				o.i = e
-			} else {
-				e = o.skip(m)
-			}
-			r.optEnd = e
-		default:
-			e = o.skip(m)
+			return nil
 		}
-		if e < 0 {
-			return false
-		}
-	}
-	return o.end >= 0 && skipWS(body, o.end) == len(body)
+		r.incs++
+		var k kind
+		start, end, err := m.decode(&k)
+		r.incVal, r.incEnd = r.optVal+start, r.optVal+end
+		r.info.IncludeUsage = k == 't'
+		return err
+	})
 }
 
-// streamOptions reads the stream_options object at s[i].
-func (r *reqScan) streamOptions(sc *scanner, i int) int {
-	o := sc.object(i, 2)
-	for m, ok := o.next(); ok; m, ok = o.next() {
-		r.optMembers++
-		isInc := string(sc.keyBytes(m)) == "include_usage"
-		e := o.skip(m)
-		if e < 0 {
-			return -1
-		}
-		if isInc {
-			r.incs++
-			r.incVal, r.incEnd = m.val, e
-			r.info.IncludeUsage = string(sc.s[m.val:e]) == "true"
+// foldsTo returns the name that key equals ignoring case, as encoding/json
+// matches struct fields (a Go upstream reads "Stream" as "stream"; others
+// do not); "" when there is none.
+func foldsTo(key string, names ...string) string {
+	for _, n := range names {
+		if strings.EqualFold(key, n) {
+			return n
 		}
 	}
-	return o.end
+	return ""
 }
 
 // InjectIncludeUsage asks the upstream for a usage chunk: for a streamed
 // request whose client did not ask for usage, it returns a copy of body with
 // "stream_options":{"include_usage":true} added and true. Every other byte is
-// kept: the member goes right after the opening brace; an existing
-// stream_options object gets "include_usage":true as its first member, or its
+// kept: the field goes right after the opening brace; an existing
+// stream_options object gets "include_usage":true as its first field, or its
 // include_usage value replaced by true; "stream_options":null becomes the
 // object.
 //
 // It returns body and false when there is nothing to do (not a stream, usage
-// already asked for) or when it cannot be done safely: a body InspectRequest
-// finds invalid, a repeated "stream", "stream_options" or "include_usage" key
-// (parsers disagree on which one counts), or a stream_options that is neither
-// an object nor null. The caller strips the usage chunk from the response
-// (NewStreamScanner with strip) exactly when ok is true.
+// already asked for) or when InspectRequest reports a Problem. The caller
+// strips the usage chunk from the response (NewStreamScanner with strip)
+// exactly when ok is true.
 //
 // Only chat completions (and legacy completions) accept stream_options; the
 // caller decides by path.
 func InjectIncludeUsage(body []byte) ([]byte, bool) {
 	r := scanRequest(body)
-	if !r.info.Valid || !r.info.Stream || r.info.IncludeUsage || r.streams != 1 || r.options > 1 || r.incs > 1 {
+	if r.info.Problem != "" || !r.info.Stream || r.info.IncludeUsage {
 		return body, false
 	}
 	switch {
-	case r.options == 0:
-		return splice(body, r.obj+1, r.obj+1, `"stream_options":{"include_usage":true},`), true
-	case body[r.optVal] == 'n':
+	case r.opt == 0:
+		return splice(body, r.open, r.open, `"stream_options":{"include_usage":true},`), true
+	case r.opt == 'n':
 		return splice(body, r.optVal, r.optEnd, `{"include_usage":true}`), true
-	case body[r.optVal] == '{' && r.incs == 0:
+	case r.incs == 0:
 		ins := `"include_usage":true`
 		if r.optMembers > 0 {
 			ins += ","
 		}
 		return splice(body, r.optVal+1, r.optVal+1, ins), true
-	case body[r.optVal] == '{':
+	default:
 		return splice(body, r.incVal, r.incEnd, "true"), true
 	}
-	return body, false
 }
 
 // splice returns a new slice: s with s[i:j] replaced by ins.

@@ -464,5 +464,3 @@ func lastNullUsage(p []byte, u int) (c0, c1 int, ok bool) {
 	}
 	return 0, 0, false
 }
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
