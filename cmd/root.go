@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 
@@ -31,8 +32,16 @@ type Streams struct {
 // store and service, opened on first use so that `version` and `--help`
 // never touch the database.
 type appContext struct {
-	v       *viper.Viper
+	v       *viper.Viper // reads the --config file
 	streams Streams
+	// lookupEnv reads the environment (nil: os.LookupEnv). Tests give each
+	// run its own, so that runs with different variables can be parallel.
+	lookupEnv func(string) (string, bool)
+	// sources names where each flag's value came from when not from the
+	// command line ("environment variable AIPROXY_X", "config file F"),
+	// for error messages.
+	sources map[string]string
+	dbFlag  string // --db after configure
 
 	once sync.Once
 	db   *store.DB
@@ -43,7 +52,12 @@ type appContext struct {
 // Execute runs aiproxy with args and returns the process exit code. Errors
 // are printed as one line, "aiproxy: …", on the error stream.
 func Execute(ctx context.Context, args []string, s Streams) int {
-	app := &appContext{v: viper.New(), streams: s}
+	return execute(ctx, args, s, os.LookupEnv)
+}
+
+// execute is Execute with the environment read through lookupEnv.
+func execute(ctx context.Context, args []string, s Streams, lookupEnv func(string) (string, bool)) int {
+	app := &appContext{v: viper.New(), streams: s, lookupEnv: lookupEnv}
 	root := newRoot(app)
 	root.SetArgs(args)
 	root.SetIn(s.In)
@@ -67,12 +81,14 @@ func newRoot(app *appContext) *cobra.Command {
 		Use:           "aiproxy",
 		Short:         "Share AI provider accounts through per-user keys",
 		Long:          "aiproxy is an OpenAI-compatible proxy: each user gets an sk-cfw… key, aiproxy swaps in the real provider key and streams the answer back.",
+		Version:       versionText(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
 			return app.configure(c)
 		},
 	}
+	root.SetVersionTemplate("aiproxy {{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().String("db", "", "SQLite database file (default "+defaultDBPath()+")")
 	root.PersistentFlags().String("config", "", "YAML config file whose keys are the flag names")
@@ -90,39 +106,224 @@ func newRoot(app *appContext) *cobra.Command {
 	return root
 }
 
-// configure layers flags → AIPROXY_* environment → config file → defaults
-// for the flags of the command being run.
+// getenv looks key up in the environment; empty counts as unset.
+func (a *appContext) getenv(key string) (string, bool) {
+	lookup := a.lookupEnv
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	v, ok := lookup(key)
+	return v, ok && v != ""
+}
+
+// notConfigurable are flags that neither the environment nor a config file
+// sets.
+var notConfigurable = map[string]bool{"help": true, "version": true, "config": true}
+
+// envNames returns the environment variables that set flag name, first
+// wins: AIPROXY_ + the name in upper case with - as _, and the seed
+// worker's ACCESS_TOKEN.
+func envNames(name string) []string {
+	names := []string{"AIPROXY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+	if name == "access-token" {
+		names = append(names, "ACCESS_TOKEN")
+	}
+	return names
+}
+
+// configure layers the command line → AIPROXY_* environment → config file
+// → defaults into the flags of the command being run, parsing every value
+// with the flag's own parser: a value that does not parse, or a config key
+// that no command knows, is an error naming the variable or the file.
+// Everything downstream reads the flags.
 func (a *appContext) configure(c *cobra.Command) error {
-	v := a.v
-	v.SetEnvPrefix("AIPROXY")
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	v.AutomaticEnv()
-	var bindErr error
-	c.Flags().VisitAll(func(f *pflag.Flag) {
-		if err := v.BindPFlag(f.Name, f); err != nil && bindErr == nil {
-			bindErr = err
+	fs := c.Flags()
+	a.sources = map[string]string{}
+	if f := fs.Lookup("config"); f != nil && !f.Changed {
+		if v, ok := a.getenv("AIPROXY_CONFIG"); ok {
+			if err := f.Value.Set(v); err != nil {
+				return err
+			}
 		}
-	})
-	if bindErr != nil {
-		return bindErr
 	}
-	// The seed worker's variable names keep working.
-	if err := v.BindEnv("access-token", "AIPROXY_ACCESS_TOKEN", "ACCESS_TOKEN"); err != nil {
-		return err
+	cfg := ""
+	if f := fs.Lookup("config"); f != nil {
+		cfg = f.Value.String()
 	}
-	if cfg := v.GetString("config"); cfg != "" {
-		v.SetConfigFile(cfg)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
+	if cfg != "" {
+		a.v.SetConfigFile(cfg)
+		a.v.SetConfigType("yaml")
+		if err := a.v.ReadInConfig(); err != nil {
 			return fmt.Errorf("read config %s: %v", cfg, err)
 		}
+		if err := checkConfigKeys(cfg, a.v.AllSettings(), flagNames(c.Root())); err != nil {
+			return err
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || notConfigurable[f.Name] {
+			return
+		}
+		for _, env := range envNames(f.Name) {
+			if v, ok := a.getenv(env); ok {
+				a.sources[f.Name] = "environment variable " + env
+				err = setFlag(f, v, a.sources[f.Name])
+				return
+			}
+		}
+		if cfg != "" && a.v.InConfig(f.Name) {
+			a.sources[f.Name] = "config file " + cfg
+			var v string
+			if v, err = configValue(f, a.v.Get(f.Name)); err != nil {
+				err = fmt.Errorf("config file %s: %s: %v", cfg, f.Name, err)
+				return
+			}
+			err = setFlag(f, v, a.sources[f.Name])
+		}
+	})
+	if f := fs.Lookup("db"); f != nil {
+		a.dbFlag = f.Value.String()
+	}
+	return err
+}
+
+// source names where flag name's value came from, for an error about it:
+// "--name", or the variable or file that set it.
+func (a *appContext) source(name string) string {
+	if s, ok := a.sources[name]; ok {
+		return "--" + name + " (from " + s + ")"
+	}
+	return "--" + name
+}
+
+// setFlag parses v into f as the command line would have.
+func setFlag(f *pflag.Flag, v, source string) error {
+	if err := f.Value.Set(v); err != nil {
+		return fmt.Errorf("%s: invalid value %q for --%s: want %s", source, v, f.Name, flagKind(f))
 	}
 	return nil
 }
 
+// flagKind says in words what a flag's value must look like.
+func flagKind(f *pflag.Flag) string {
+	switch t := f.Value.Type(); t {
+	case "bool":
+		return "true or false"
+	case "int", "int64", "int32", "uint", "uint64":
+		return "a whole number"
+	case "duration":
+		return "a duration such as 30s, 10m or 1h"
+	case "stringSlice":
+		return "a comma-separated list"
+	default:
+		return "a " + t
+	}
+}
+
+// configValue turns a YAML value into the text its flag parses: scalars as
+// written, a list (for list flags) joined with commas.
+func configValue(f *pflag.Flag, v any) (string, error) {
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return x, nil
+	case []any:
+		if !strings.HasSuffix(f.Value.Type(), "Slice") {
+			return "", fmt.Errorf("want one value, not a list")
+		}
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = fmt.Sprint(e)
+		}
+		return strings.Join(parts, ","), nil
+	case map[string]any:
+		return "", fmt.Errorf("want a value, not a mapping")
+	default:
+		return fmt.Sprint(x), nil
+	}
+}
+
+// flagNames is the set of every flag of every command under root: the keys
+// a config file may hold, since one file may serve several commands.
+func flagNames(root *cobra.Command) map[string]bool {
+	names := map[string]bool{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		add := func(f *pflag.Flag) {
+			if !notConfigurable[f.Name] {
+				names[f.Name] = true
+			}
+		}
+		c.PersistentFlags().VisitAll(add)
+		c.LocalFlags().VisitAll(add)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	return names
+}
+
+// checkConfigKeys refuses a config file key that is no command's flag: a
+// misspelt access-token must not quietly turn the admin routes off.
+func checkConfigKeys(file string, settings map[string]any, known map[string]bool) error {
+	var unknown []string
+	for k := range settings {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	msgs := make([]string, len(unknown))
+	for i, k := range unknown {
+		msgs[i] = fmt.Sprintf("unknown key %q", k)
+		if s := closest(k, known); s != "" {
+			msgs[i] += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+	}
+	return fmt.Errorf("config file %s: %s", file, strings.Join(msgs, ", "))
+}
+
+// closest returns the known name nearest to k by edit distance, if it is
+// near enough to be a typo.
+func closest(k string, known map[string]bool) string {
+	best, bestD := "", 3
+	for name := range known {
+		if d := editDistance(k, name); d < bestD || d == bestD && best != "" && name < best {
+			best, bestD = name, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 // dbPath is the configured database file, or the per-user default.
 func (a *appContext) dbPath() string {
-	if p := a.v.GetString("db"); p != "" {
+	if p := a.dbFlag; p != "" {
 		return p
 	}
 	return defaultDBPath()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -21,28 +20,58 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/usage"
 )
 
+// serveOptions are serve's flags, filled from the command line, then the
+// environment, then the config file (appContext.configure).
+type serveOptions struct {
+	Listen, AccessToken, DefaultProvider string
+	CORSOrigins                          []string
+	MaxBody                              int64
+	HeaderTimeout, DialTimeout           time.Duration
+	IdleTimeout, ShutdownGrace           time.Duration
+	DenyPrivate                          bool
+	LogLevel, LogFormat                  string
+}
+
+// serveConfig is everything serve runs with, resolved and checked in one
+// place (resolveServe) from the flags and the environment.
+type serveConfig struct {
+	Listen        string
+	AccessToken   string // "": the admin routes are off
+	TokenOnArgv   bool   // --access-token was on the command line
+	CORSOrigins   []string
+	ShutdownGrace time.Duration
+	LogLevel      slog.Level
+	LogFormat     string // "text", "json", or "" for text on a terminal
+	Proxy         proxy.Config
+}
+
 func newServeCmd(app *appContext) *cobra.Command {
+	var opts serveOptions
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy until SIGINT or SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return runServe(c.Context(), app, c.ErrOrStderr())
+			cfg, err := app.resolveServe(opts, c.Flags().Changed("access-token"))
+			if err != nil {
+				return err
+			}
+			return runServe(c.Context(), app, c.ErrOrStderr(), cfg)
 		},
 	}
 	f := c.Flags()
-	f.String("listen", "127.0.0.1:8787", "address to listen on")
-	f.String("access-token", "", "admin token; empty turns the HTTP admin routes off (env AIPROXY_ACCESS_TOKEN or ACCESS_TOKEN)")
-	f.String("default-provider", "api.openai.com", "provider for requests without X-Host-Final")
-	f.StringSlice("cors-origins", nil, "origins allowed to call the proxy from a browser (default any)")
-	f.Int64("max-body", 32<<20, "largest request body in bytes")
-	f.Duration("upstream-header-timeout", 10*time.Minute, "longest wait for an upstream's response headers")
-	f.Duration("upstream-dial-timeout", 10*time.Second, "longest wait to connect to an upstream")
-	f.Duration("stream-idle-timeout", 5*time.Minute, "abort a response whose upstream sends nothing for this long")
-	f.Duration("shutdown-grace", 25*time.Second, "how long in-flight requests may finish after SIGTERM")
-	f.Bool("deny-private-upstreams", false, "refuse upstreams whose address is loopback, private or link-local (checked at dial time)")
-	f.String("log-level", "info", "debug, info, warn or error")
-	f.String("log-format", "", "text or json (default text on a terminal, json otherwise)")
+	f.StringVar(&opts.Listen, "listen", "127.0.0.1:8787", "address to listen on")
+	f.StringVar(&opts.AccessToken, "access-token", "", "admin token; empty turns the HTTP admin routes off. Prefer AIPROXY_ACCESS_TOKEN (or ACCESS_TOKEN) or access-token in a --config file: a flag is visible to other users in the process list")
+	f.StringVar(&opts.DefaultProvider, "default-provider", "api.openai.com", "provider for requests without X-Host-Final")
+	f.StringSliceVar(&opts.CORSOrigins, "cors-origins", nil, "origins allowed to call the proxy from a browser (default any)")
+	f.Int64Var(&opts.MaxBody, "max-body", 32<<20, "largest request body in bytes")
+	f.DurationVar(&opts.HeaderTimeout, "upstream-header-timeout", 10*time.Minute, "longest wait for an upstream's response headers")
+	f.DurationVar(&opts.DialTimeout, "upstream-dial-timeout", 10*time.Second, "longest wait to connect to an upstream")
+	f.DurationVar(&opts.IdleTimeout, "stream-idle-timeout", 5*time.Minute, "abort a response whose upstream sends nothing for this long")
+	f.DurationVar(&opts.ShutdownGrace, "shutdown-grace", 25*time.Second, "how long in-flight requests may finish after SIGTERM")
+	f.BoolVar(&opts.DenyPrivate, "deny-private-upstreams", false, "refuse upstreams whose address is loopback, private or link-local (checked at dial time)")
+	f.StringVar(&opts.LogLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&opts.LogFormat, "log-format", "", "text or json (default text on a terminal, json otherwise)")
 	return c
 }
 
@@ -50,22 +79,65 @@ func newServeCmd(app *appContext) *cobra.Command {
 // admin token: a token equal to one would never be reached.
 var reservedTokens = []string{"openai", "admin", "me", "healthz"}
 
-func runServe(ctx context.Context, app *appContext, stderr io.Writer) error {
-	v := app.v
+// resolveServe checks serve's options and turns them, with OPENAI_API_KEY
+// and the other variables serve reads, into its config. tokenOnArgv says
+// whether --access-token was on the command line.
+func (a *appContext) resolveServe(o serveOptions, tokenOnArgv bool) (serveConfig, error) {
+	cfg := serveConfig{
+		Listen:        o.Listen,
+		AccessToken:   o.AccessToken,
+		TokenOnArgv:   tokenOnArgv && o.AccessToken != "",
+		CORSOrigins:   o.CORSOrigins,
+		ShutdownGrace: o.ShutdownGrace,
+		Proxy: proxy.Config{
+			DefaultProvider: o.DefaultProvider,
+			Fallback:        a.envFallback(),
+			MaxBody:         o.MaxBody,
+			DialTimeout:     o.DialTimeout,
+			HeaderTimeout:   o.HeaderTimeout,
+			IdleTimeout:     o.IdleTimeout,
+			DenyPrivate:     o.DenyPrivate,
+		},
+	}
+	if err := checkToken(cfg.AccessToken); err != nil {
+		return cfg, err
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return cfg, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %q: want debug, info, warn or error", a.source("log-level"), o.LogLevel)
+	}
+	switch o.LogFormat {
+	case "", "text", "json":
+		cfg.LogFormat = o.LogFormat
+	default:
+		return cfg, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %q: want text or json", a.source("log-format"), o.LogFormat)
+	}
+	if o.MaxBody <= 0 {
+		return cfg, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %d: want a positive number of bytes", a.source("max-body"), o.MaxBody)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"upstream-header-timeout", o.HeaderTimeout},
+		{"upstream-dial-timeout", o.DialTimeout},
+		{"stream-idle-timeout", o.IdleTimeout},
+		{"shutdown-grace", o.ShutdownGrace},
+	} {
+		if d.v < 0 {
+			return cfg, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %s: want a duration of zero or more", a.source(d.name), d.v)
+		}
+	}
+	return cfg, nil
+}
+
+func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveConfig) error {
 	// The proxy's line per request is batched (a copy instead of a write
 	// system call on the request path, ~9 % of its CPU); every other line
 	// is written at once, in order with them.
 	out := logbuf.New(stderr, 100*time.Millisecond)
 	defer out.Close()
-	log, err := newLogger(out.Immediate(), stderr, v.GetString("log-level"), v.GetString("log-format"))
-	if err != nil {
-		return err
-	}
-	reqLog, _ := newLogger(out, stderr, v.GetString("log-level"), v.GetString("log-format"))
-	token := v.GetString("access-token")
-	if err := checkToken(token); err != nil {
-		return err
-	}
+	log := newLogger(out.Immediate(), stderr, cfg.LogLevel, cfg.LogFormat)
+	reqLog := newLogger(out, stderr, cfg.LogLevel, cfg.LogFormat)
 	svc, err := app.service(ctx)
 	if err != nil {
 		return err
@@ -76,27 +148,22 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer) error {
 	}
 	defer release()
 
-	ln, err := net.Listen("tcp", v.GetString("listen"))
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %v", err)
 	}
+	token := cfg.AccessToken
 	log.Info("aiproxy serving", "db", app.dbPath(), "listen", ln.Addr().String(), "admin", token != "")
+	if cfg.TokenOnArgv {
+		log.Warn("--access-token is visible to every user of this machine in the process list: set AIPROXY_ACCESS_TOKEN or access-token in a --config file instead")
+	}
 	if token != "" && len(token) < 16 {
 		log.Warn("the access token is shorter than 16 characters: use a long random one")
 	}
 
-	cfg := proxy.Config{
-		DefaultProvider: v.GetString("default-provider"),
-		Fallback:        envFallback(),
-		MaxBody:         v.GetInt64("max-body"),
-		DialTimeout:     v.GetDuration("upstream-dial-timeout"),
-		HeaderTimeout:   v.GetDuration("upstream-header-timeout"),
-		IdleTimeout:     v.GetDuration("stream-idle-timeout"),
-		DenyPrivate:     v.GetBool("deny-private-upstreams"),
-	}
 	rec := usage.New(svc.RecordUsage, log, 10000)
-	px := proxy.New(svc, rec, reqLog, cfg)
-	handler := server.New(svc, px, log, server.Config{AccessToken: token, CORSOrigins: v.GetStringSlice("cors-origins")})
+	px := proxy.New(svc, rec, reqLog, cfg.Proxy)
+	handler := server.New(svc, px, log, server.Config{AccessToken: token, CORSOrigins: cfg.CORSOrigins})
 
 	// Requests run under base; cancelling it after the grace period ends
 	// the streams that are still open, and with them their upstreams.
@@ -119,7 +186,7 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer) error {
 		return fmt.Errorf("serve: %v", err)
 	case <-ctx.Done():
 	}
-	grace := v.GetDuration("shutdown-grace")
+	grace := cfg.ShutdownGrace
 	log.Info("shutting down", "grace", grace.String())
 	drain, cancelDrain := context.WithTimeout(context.Background(), grace)
 	err = srv.Shutdown(drain)
@@ -169,16 +236,16 @@ func checkToken(token string) error {
 // envFallback serves api.openai.com with OPENAI_API_KEY (or the seed's
 // OPENAPI_API_KEY) when no key for it is stored. AIPROXY_OPENAI_BASE
 // overrides its base URL, for tests against a local upstream.
-func envFallback() map[string]aiproxy.Provider {
-	key := os.Getenv("OPENAI_API_KEY")
-	if key == "" {
-		key = os.Getenv("OPENAPI_API_KEY")
+func (a *appContext) envFallback() map[string]aiproxy.Provider {
+	key, ok := a.getenv("OPENAI_API_KEY")
+	if !ok {
+		key, _ = a.getenv("OPENAPI_API_KEY")
 	}
 	if key == "" {
 		return nil
 	}
 	base := "https://api.openai.com"
-	if b := os.Getenv("AIPROXY_OPENAI_BASE"); b != "" {
+	if b, ok := a.getenv("AIPROXY_OPENAI_BASE"); ok {
 		if nb, err := aiproxy.NormalizeBaseURL(b); err == nil {
 			base = nb
 		}
@@ -190,23 +257,16 @@ func envFallback() map[string]aiproxy.Provider {
 
 // newLogger returns a logger writing to w; dest is the stream w ends in,
 // which decides the default format.
-func newLogger(w, dest io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, aiproxy.Errorf(aiproxy.EINVALID, "invalid --log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
+func newLogger(w, dest io.Writer, level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "" {
 		format = "json"
 		if isTerminal(dest) {
 			format = "text"
 		}
 	}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return nil, aiproxy.Errorf(aiproxy.EINVALID, "invalid --log-format %q: want text or json", format)
+	return slog.New(slog.NewJSONHandler(w, opts))
 }

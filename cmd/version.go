@@ -24,11 +24,17 @@ func newVersionCmd(_ *appContext) *cobra.Command {
 		Short: "Print the version, commit and build date",
 		Args:  argsExact(),
 		RunE: func(c *cobra.Command, _ []string) error {
-			v, cm, d := versionInfo(debug.ReadBuildInfo)
-			_, err := fmt.Fprintf(c.OutOrStdout(), "aiproxy %s (commit %s, built %s)\n", v, cm, d)
+			_, err := fmt.Fprintf(c.OutOrStdout(), "aiproxy %s\n", versionText())
 			return err
 		},
 	}
+}
+
+// versionText is what both `aiproxy version` and `aiproxy --version` print
+// after "aiproxy ".
+func versionText() string {
+	v, c, d := versionInfo(debug.ReadBuildInfo)
+	return fmt.Sprintf("%s (commit %s, built %s)", v, c, d)
 }
 
 // versionInfo returns the version, commit and build date: the linker's
