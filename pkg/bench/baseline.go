@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"log"
 	"net/http"
 	"net/http/httputil"
@@ -19,13 +20,31 @@ import (
 //     so that it does not open a new upstream connection for most requests
 //     at 1,000 requests/s (and run out of loopback ports).
 //
+// It speaks HTTP/1.1 to the upstream, over TLS too (an https upstream that
+// offers HTTP/2 still gets HTTP/1.1 and the same idle pool), and trusts the
+// system roots: an https mock is trusted through SSL_CERT_FILE.
+//
 // It has no BufferPool: each response is copied through a fresh 32 KiB
 // buffer, as in a stock ReverseProxy. It logs its errors to errLog.
 func NewBaseline(upstream *url.URL, errLog *log.Logger) http.Handler {
+	return newBaseline(upstream, errLog, BaselineTransport())
+}
+
+// BaselineTransport is the baseline's upstream transport:
+// http.DefaultTransport with 100 idle connections per host, HTTP/1.1 only.
+func BaselineTransport() *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 100
 	tr.MaxIdleConns = 1000
-	return newBaseline(upstream, errLog, tr)
+	// Clone has set DefaultTransport up for HTTP/2 and copied that (ALPN
+	// h2 in TLSClientConfig, an "h2" TLSNextProto); undo it, or an h2
+	// upstream would negotiate h2 on connections this transport reads as
+	// HTTP/1.1.
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.TLSClientConfig = &tls.Config{}
+	return tr
 }
 
 func newBaseline(upstream *url.URL, errLog *log.Logger, tr http.RoundTripper) http.Handler {

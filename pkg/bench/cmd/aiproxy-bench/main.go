@@ -13,9 +13,13 @@
 // and allocation profiles of aiproxy and the baseline under load
 // (-out/profile). -quick takes about a minute instead of about ten.
 //
+// -upstream https puts the mock behind TLS for the proxies (a self-signed
+// certificate for 127.0.0.2, generated at start and trusted by aiproxy and
+// the baseline through SSL_CERT_FILE); the direct target stays plain HTTP.
+//
 // The same binary is the mock, the baseline and a profiling aiproxy:
 //
-//	aiproxy-bench mock -listen ADDR [-latency D]
+//	aiproxy-bench mock -listen ADDR [-latency D] [-tls-listen ADDR -tls-cert F -tls-key F [-h2=false]]
 //	aiproxy-bench baseline -listen ADDR -upstream URL [-cpuprofile F] [-memprofile F] [-pprof ADDR]
 //	aiproxy-bench aiproxy [-cpuprofile F] [-memprofile F] [-pprof ADDR] -- AIPROXY-ARGS...
 package main
@@ -42,6 +46,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,6 +77,20 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 // serve runs h on listen until SIGINT or SIGTERM.
 func serve(listen string, h http.Handler) error {
+	return serveTLS(listen, h, tlsListener{})
+}
+
+// tlsListener is an HTTPS listener beside the plain one: address,
+// certificate and key files, and whether it offers HTTP/2 (ALPN h2) as
+// well as HTTP/1.1.
+type tlsListener struct {
+	addr, cert, key string
+	h2              bool
+}
+
+// serveTLS runs h on listen and, if tl.addr is set, on tl over TLS, until
+// SIGINT or SIGTERM.
+func serveTLS(listen string, h http.Handler, tl tlsListener) error {
 	ctx, stop := signalContext()
 	defer stop()
 	ln, err := net.Listen("tcp", listen)
@@ -79,7 +98,19 @@ func serve(listen string, h http.Handler) error {
 		return err
 	}
 	srv := bench.NewServer(h, log.New(os.Stderr, "", log.LstdFlags))
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	if tl.addr != "" {
+		tln, err := net.Listen("tcp", tl.addr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		if !tl.h2 {
+			srv.Protocols = new(http.Protocols)
+			srv.Protocols.SetHTTP1(true)
+		}
+		go func() { errc <- srv.ServeTLS(tln, tl.cert, tl.key) }()
+	}
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
@@ -98,12 +129,45 @@ func runMock(args []string) int {
 	fs := flag.NewFlagSet("mock", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.2:0", "address to listen on")
 	latency := fs.Duration("latency", 0, "fixed latency before every answer")
+	var tl tlsListener
+	fs.StringVar(&tl.addr, "tls-listen", "", "also serve HTTPS on this address (with -tls-cert and -tls-key)")
+	fs.StringVar(&tl.cert, "tls-cert", "", "certificate (PEM) for -tls-listen")
+	fs.StringVar(&tl.key, "tls-key", "", "key (PEM) for -tls-listen")
+	fs.BoolVar(&tl.h2, "h2", true, "offer HTTP/2 as well as HTTP/1.1 on -tls-listen")
 	fs.Parse(args)
-	if err := serve(*listen, &bench.Mock{Latency: *latency}); err != nil {
+	var h http.Handler = &bench.Mock{Latency: *latency}
+	if tl.addr != "" {
+		h = &protoCounter{next: h}
+	}
+	if err := serveTLS(*listen, h, tl); err != nil {
 		fmt.Fprintln(os.Stderr, "mock:", err)
 		return 1
 	}
 	return 0
+}
+
+// protocolsPath, on the mock's plain listener, answers how many requests
+// came over TLS with each protocol: {"HTTP/1.1":N,"HTTP/2.0":M}.
+const protocolsPath = "/_bench/upstream-protocols"
+
+// protoCounter counts the mock's TLS requests by protocol, so that a run
+// says which protocol each proxy used to the upstream.
+type protoCounter struct {
+	next   http.Handler
+	h1, h2 atomic.Int64
+}
+
+func (c *protoCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.TLS == nil && r.URL.Path == protocolsPath:
+		fmt.Fprintf(w, `{"HTTP/1.1":%d,"HTTP/2.0":%d}`, c.h1.Load(), c.h2.Load())
+		return
+	case r.TLS != nil && r.ProtoMajor == 2:
+		c.h2.Add(1)
+	case r.TLS != nil:
+		c.h1.Add(1)
+	}
+	c.next.ServeHTTP(w, r)
 }
 
 func runBaseline(args []string) int {
@@ -202,6 +266,14 @@ type suite struct {
 	aiproxy string // binary
 	procs   []*bench.Proc
 	logw    io.Writer
+	tls     bool // -upstream https
+	h2      bool // -upstream-h2
+	// upstream is the base URL the proxies reach the mock at (the TLS
+	// listener with -upstream https), upHost its host:port (aiproxy's
+	// provider), upEnv the environment that makes the proxies trust it.
+	upstream string
+	upHost   string
+	upEnv    []string
 }
 
 func (s *suite) logf(format string, args ...any) {
@@ -209,7 +281,12 @@ func (s *suite) logf(format string, args ...any) {
 }
 
 func (s *suite) start(name string, argv ...string) (*bench.Proc, error) {
-	p, err := bench.StartProc(name, filepath.Join(s.out, "logs", name+".log"), argv, nil)
+	return s.startEnv(name, nil, argv...)
+}
+
+// startEnv starts argv with env added to the driver's environment.
+func (s *suite) startEnv(name string, env []string, argv ...string) (*bench.Proc, error) {
+	p, err := bench.StartProc(name, filepath.Join(s.out, "logs", name+".log"), argv, env)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +314,13 @@ func runSuite(args []string) int {
 	rates := fs.String("rates", "", "open-loop rates, comma-separated (default 500,1000)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (database, nginx config)")
 	nice := fs.Int("nice", -10, "scheduling priority of the benchmark and its servers (negative needs root; 0 leaves it), so that other work on the machine disturbs the figures less")
+	upScheme := fs.String("upstream", "http", `how the proxies reach the mock: "http", or "https" (self-signed certificate for 127.0.0.2, trusted through SSL_CERT_FILE; the direct target stays plain HTTP)`)
+	upH2 := fs.Bool("upstream-h2", true, "with -upstream https: the mock offers HTTP/2 (ALPN h2) as well as HTTP/1.1, as providers do; the baseline speaks HTTP/1.1 either way")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *upScheme != "http" && *upScheme != "https" {
+		fmt.Fprintln(os.Stderr, `aiproxy-bench: -upstream is "http" or "https"`)
 		return 2
 	}
 	if *nice != 0 {
@@ -268,7 +351,7 @@ func runSuite(args []string) int {
 
 	ctx, stop := signalContext()
 	defer stop()
-	s := &suite{ctx: ctx, out: *out, logw: os.Stderr}
+	s := &suite{ctx: ctx, out: *out, logw: os.Stderr, tls: *upScheme == "https", h2: *upH2}
 	defer s.stopAll()
 	rep, err := s.run(cfg, *quick, *profile, *micro, *nginx, *bin, *latency, *keep, *nice)
 	if rep != nil {
@@ -321,7 +404,26 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	if err != nil {
 		return nil, fmt.Errorf("loopback address 127.0.0.2: %w", err)
 	}
-	mock, err := s.start("mock", s.self, "mock", "-listen", mockAddr, "-latency", latency.String())
+	mockArgs := []string{s.self, "mock", "-listen", mockAddr, "-latency", latency.String()}
+	s.upHost, s.upstream = mockAddr, "http://"+mockAddr
+	if s.tls {
+		tlsAddr, err := bench.FreeAddr("127.0.0.2")
+		for err == nil && tlsAddr == mockAddr {
+			tlsAddr, err = bench.FreeAddr("127.0.0.2")
+		}
+		if err != nil {
+			return nil, err
+		}
+		cert, key, err := bench.WriteSelfSigned(tmp, "127.0.0.2")
+		if err != nil {
+			return nil, fmt.Errorf("self-signed certificate: %w", err)
+		}
+		mockArgs = append(mockArgs, "-tls-listen", tlsAddr, "-tls-cert", cert, "-tls-key", key, "-h2="+strconv.FormatBool(s.h2))
+		s.upHost, s.upstream = tlsAddr, "https://"+tlsAddr
+		s.upEnv = []string{"SSL_CERT_FILE=" + cert}
+		s.logf("upstream https://%s (HTTP/2 offered: %v), trusted through SSL_CERT_FILE=%s", tlsAddr, s.h2, cert)
+	}
+	mock, err := s.start("mock", mockArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +433,7 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	targets := []bench.Target{{Name: "direct", URL: "http://" + mockAddr, PIDs: pids(mock)}}
 
 	baseAddr, _ := bench.FreeAddr("127.0.0.3")
-	base, err := s.start("baseline", s.self, "baseline", "-listen", baseAddr, "-upstream", "http://"+mockAddr)
+	base, err := s.startEnv("baseline", s.upEnv, s.self, "baseline", "-listen", baseAddr, "-upstream", s.upstream)
 	if err != nil {
 		return nil, err
 	}
@@ -341,12 +443,12 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	targets = append(targets, bench.Target{Name: "baseline", URL: "http://" + baseAddr, PIDs: pids(base)})
 
 	db := filepath.Join(tmp, "aiproxy.db")
-	keys, err := s.setupAiproxy(db, mockAddr)
+	keys, err := s.setupAiproxy(db)
 	if err != nil {
 		return nil, err
 	}
 	aiAddr, _ := bench.FreeAddr("127.0.0.4")
-	ai, err := s.start("aiproxy", s.aiproxy, "--db", db, "serve", "--listen", aiAddr, "--default-provider", mockAddr, "--shutdown-grace", "2s")
+	ai, err := s.startEnv("aiproxy", s.upEnv, s.aiproxy, "--db", db, "serve", "--listen", aiAddr, "--default-provider", s.upHost, "--shutdown-grace", "2s")
 	if err != nil {
 		return nil, err
 	}
@@ -356,6 +458,10 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	targets = append(targets, bench.Target{Name: "aiproxy", URL: "http://" + aiAddr, Keys: keys, PIDs: pids(ai)})
 
 	var notes []string
+	if s.tls && nginx != "off" {
+		notes = append(notes, "nginx not measured: its configuration here is for a plain-HTTP upstream")
+		nginx = "off"
+	}
 	if nginx != "off" {
 		t, err := s.startNginx(nginx, mockAddr)
 		switch {
@@ -374,6 +480,18 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	rep.Notes = notes
 	rep.Host = hostInfo(quick, latency, bin)
 	rep.Host["nice"] = nice
+	rep.Host["upstream"] = strings.SplitN(s.upstream, ":", 2)[0]
+	if s.tls {
+		rep.Host["upstream_h2_offered"] = s.h2
+		if counts, err := upstreamProtocols(mockAddr); err == nil {
+			rep.Host["upstream_protocols"] = counts
+			notes = append(notes, fmt.Sprintf("upstream over TLS (HTTP/2 offered: %v); requests the mock answered over TLS: %d over HTTP/1.1, %d over HTTP/2 (the baseline speaks HTTP/1.1 only)",
+				s.h2, counts["HTTP/1.1"], counts["HTTP/2.0"]))
+		} else {
+			s.logf("upstream protocols: %v", err)
+		}
+		rep.Notes = notes
+	}
 	if runErr != nil {
 		return rep, runErr
 	}
@@ -391,11 +509,26 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	}
 	if profile {
 		ai.Stop(5 * time.Second) // one serve per database
-		if err := s.profile(quick, db, mockAddr, keys); err != nil {
+		if err := s.profile(quick, db, keys); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
+}
+
+// upstreamProtocols asks the mock how many TLS requests it answered over
+// each protocol.
+func upstreamProtocols(mockAddr string) (map[string]int64, error) {
+	res, err := http.Get("http://" + mockAddr + protocolsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var m map[string]int64
+	if err := json.NewDecoder(res.Body).Decode(&m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func pids(p *bench.Proc) func() []int {
@@ -426,9 +559,9 @@ func (s *suite) goCmd(stdout io.Writer, args ...string) error {
 	return c.Run()
 }
 
-// setupAiproxy registers the mock as a provider and makes ten users with the
-// aiproxy CLI, and returns their keys.
-func (s *suite) setupAiproxy(db, mockAddr string) ([]string, error) {
+// setupAiproxy registers the mock (s.upHost at s.upstream) as a provider and
+// makes ten users with the aiproxy CLI, and returns their keys.
+func (s *suite) setupAiproxy(db string) ([]string, error) {
 	run := func(args ...string) (string, error) {
 		c := exec.CommandContext(s.ctx, s.aiproxy, append([]string{"--db", db}, args...)...)
 		var stderr bytes.Buffer
@@ -439,7 +572,7 @@ func (s *suite) setupAiproxy(db, mockAddr string) ([]string, error) {
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
-	if _, err := run("provider", "add", mockAddr, "sk-bench-upstream-0123456789abcdef", "--base-url", "http://"+mockAddr); err != nil {
+	if _, err := run("provider", "add", s.upHost, "sk-bench-upstream-0123456789abcdef", "--base-url", s.upstream); err != nil {
 		return nil, err
 	}
 	var keys []string
@@ -497,6 +630,10 @@ var microBenchmarks = []struct{ pkg, pattern string }{
 func (s *suite) micro(quick bool) ([]bench.MicroResult, error) {
 	var all bytes.Buffer
 	for _, m := range microBenchmarks {
+		if _, err := os.Stat(filepath.Join(s.root, m.pkg)); err != nil {
+			s.logf("%s: not in this tree, skipped", m.pkg)
+			continue
+		}
 		args := []string{"test", "-run", "^$", "-bench", m.pattern, "-benchmem", "-count", "1"}
 		if quick {
 			args = append(args, "-short", "-benchtime", "200ms")
@@ -518,7 +655,7 @@ func (s *suite) micro(quick bool) ([]bench.MicroResult, error) {
 // profile runs aiproxy (its command line inside this binary, to add
 // profiling) and then the baseline under the same load, recording CPU and
 // allocation profiles of each, and their tops as text.
-func (s *suite) profile(quick bool, db, mockAddr string, keys []string) error {
+func (s *suite) profile(quick bool, db string, keys []string) error {
 	dir := filepath.Join(s.out, "profile")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -534,13 +671,13 @@ func (s *suite) profile(quick bool, db, mockAddr string, keys []string) error {
 		var ready string
 		if name == "aiproxy" {
 			argv = []string{s.self, "aiproxy", "-cpuprofile", cpu, "-memprofile", mem, "--",
-				"--db", db, "serve", "--listen", addr, "--default-provider", mockAddr, "--shutdown-grace", "2s"}
+				"--db", db, "serve", "--listen", addr, "--default-provider", s.upHost, "--shutdown-grace", "2s"}
 			ready = "http://" + addr + "/healthz"
 		} else {
-			argv = []string{s.self, "baseline", "-cpuprofile", cpu, "-memprofile", mem, "-listen", addr, "-upstream", "http://" + mockAddr}
+			argv = []string{s.self, "baseline", "-cpuprofile", cpu, "-memprofile", mem, "-listen", addr, "-upstream", s.upstream}
 			ready = addr
 		}
-		p, err := s.start(name+"-profiled", argv...)
+		p, err := s.startEnv(name+"-profiled", s.upEnv, argv...)
 		if err != nil {
 			return err
 		}
