@@ -50,24 +50,21 @@ func (b *BodyScanner) Read(p []byte) (int, error) {
 
 // scanBody reads the usage and model of a complete response body.
 func scanBody(body []byte) Usage {
-	i := skipWS(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return Usage{}
-	}
-	var sc scanner
-	c, ok := sc.walkChunk(body[i:])
+	c, ok := walkChunk(body)
 	if !ok {
 		return Usage{}
 	}
-	cs := c.counts
-	if !c.usageObj || cs.set == 0 {
-		cs = c.groq
+	r := c.report()
+	t := r.tokens
+	if r.anthropic {
+		var a anthropic
+		a.update(r.ant)
+		t = a.tokens()
 	}
-	var model string
-	if c.modelVal >= 0 {
-		model, _ = sc.stringAt(c.modelVal)
+	if !t.known() {
+		t = r.groq
 	}
-	return cs.usage(model)
+	return t.usage(r.model)
 }
 
 // Usage returns what the body reported, once Read has returned io.EOF; before

@@ -1,90 +1,77 @@
 package openai
 
-// chunk is what a walk over a response object (one streamed chunk, or a whole
-// non-streamed body) found at its top level.
+// chunk is what a walk over a response object (one streamed event's data, or
+// a whole non-streamed body) found at its top level.
 type chunk struct {
-	usages    int  // how many "usage" keys
-	usageObj  bool // the last one is an object ...
-	usageNull bool // ... or null
-	counts    counts
+	usages int        // how many "usage" keys
+	usage  usageValue // the last one
+	model  str
+	typ    str // "type": Anthropic's message, message_start, message_delta...
 
-	groq    counts // x_groq.usage, Groq's own report
-	hasGroq bool
+	groq     object[envelope] // x_groq: Groq's own usage report
+	message  object[envelope] // Anthropic's message_start carries the message
+	response object[envelope] // Responses API events carry the response
 
 	choices      bool // there is a "choices" key
 	choicesEmpty bool // and its (last) value is []
-
-	modelVal int // where the last string "model" value starts; -1 if none
 
 	// cut0:cut1 is the byte range to remove to take out a "usage":null member
 	// with its comma, as if the upstream had never written it.
 	cut0, cut1 int
 }
 
-// walkChunk reads the JSON object p (p[0] == '{') with sc, in loose mode.
-// It reports false when p is not one well-formed object.
-func (sc *scanner) walkChunk(p []byte) (chunk, bool) {
-	sc.s, sc.loose = p, true
-	c := chunk{modelVal: -1}
+// envelope is an object that may carry a model and a usage.
+type envelope struct {
+	Model str        `json:"model"`
+	Usage usageValue `json:"usage"`
+}
+
+// walkChunk reads the JSON object p with encoding/json. It reports false when
+// p is not one well-formed object.
+func walkChunk(p []byte) (chunk, bool) {
+	var c chunk
 	// The "usage":null member, as the index of the member, its key, the end
 	// of its value, the end of the member before it, and the key after it.
 	nullIdx, nullKey, nullEnd, nullPrev, nextKey := -1, 0, 0, -1, -1
-	prevEnd := -1
-	o := sc.object(0, 1)
-	for idx := 0; ; idx++ {
-		m, ok := o.next()
-		if !ok {
-			break
-		}
+	prevEnd, idx := -1, 0
+	_, err := members(p, func(m *field) error {
 		if idx == nullIdx+1 && nullIdx >= 0 {
-			nextKey = m.key
+			nextKey = m.keyStart
 		}
-		var e int
-		switch string(sc.keyBytes(m)) {
+		var v any
+		switch m.name {
 		case "usage":
 			c.usages++
-			c.usageObj, c.usageNull, c.counts = false, false, counts{}
-			switch p[m.val] {
-			case '{':
-				c.counts, e = sc.usageObject(m.val, 2)
-				o.i = e
-				c.usageObj = true
-			case 'n':
-				e = o.skip(m)
-				c.usageNull = true
-				nullIdx, nullKey, nullEnd, nullPrev, nextKey = idx, m.key, e, prevEnd, -1
-			default:
-				e = o.skip(m)
-			}
-		case "choices":
-			e = o.skip(m)
-			c.choices = true
-			c.choicesEmpty = e >= 0 && p[m.val] == '[' && skipWS(p, m.val+1) == e-1
+			v = &c.usage
 		case "model":
-			e = o.skip(m)
-			if p[m.val] == '"' {
-				c.modelVal = m.val
-			} else {
-				c.modelVal = -1
-			}
+			v = &c.model
+		case "type":
+			v = &c.typ
 		case "x_groq":
-			if p[m.val] == '{' {
-				e = sc.groqUsage(&o, m, &c)
-			} else {
-				e = o.skip(m)
-			}
-		default:
-			e = o.skip(m)
+			v = &c.groq
+		case "message":
+			v = &c.message
+		case "response":
+			v = &c.response
 		}
-		if e < 0 {
-			return c, false
+		start, end, err := m.decode(v)
+		switch {
+		case err != nil:
+			return err
+		case m.name == "choices":
+			c.choices = true
+			c.choicesEmpty = p[start] == '[' && skipWS(p, start+1) == end-1
+		case m.name == "usage" && c.usage.kind == 'n':
+			nullIdx, nullKey, nullEnd, nullPrev, nextKey = idx, m.keyStart, end, prevEnd, -1
 		}
-		prevEnd = e
-	}
-	if o.end < 0 || skipWS(p, o.end) != len(p) {
+		prevEnd = end
+		idx++
+		return nil
+	})
+	if err != nil {
 		return c, false
 	}
-	if c.usageNull && c.usages == 1 {
+	if c.usage.kind == 'n' && c.usages == 1 {
 		switch {
 		case nullPrev >= 0: // `,"usage":null` after another member
 			c.cut0, c.cut1 = nullPrev, nullEnd
@@ -97,25 +84,36 @@ func (sc *scanner) walkChunk(p []byte) (chunk, bool) {
 	return c, true
 }
 
-// groqUsage reads an x_groq object for its "usage".
-func (sc *scanner) groqUsage(o *objReader, m member, c *chunk) int {
-	in := sc.object(m.val, 2)
-	for mm, ok := in.next(); ok; mm, ok = in.next() {
-		var e int
-		if string(sc.keyBytes(mm)) == "usage" && sc.s[mm.val] == '{' {
-			var g counts
-			g, e = sc.usageObject(mm.val, 3)
-			in.i = e
-			if g.set != 0 {
-				c.groq, c.hasGroq = g, true
-			}
-		} else {
-			e = in.skip(mm)
-		}
-		if e < 0 {
-			return -1
-		}
+// report is what one chunk says about usage.
+type report struct {
+	model     string
+	tokens    tokens    // a Chat Completions or Responses API usage
+	groq      tokens    // x_groq.usage
+	anthropic bool      // an Anthropic Messages usage, in ant
+	start     bool      // from message_start: it replaces earlier ones
+	ant       wireUsage // when anthropic
+}
+
+// report reads c as Chat Completions, the Responses API (whose usage and
+// model are in "response") or Anthropic Messages (message_start's in
+// "message", message_delta's and a whole message's at the top).
+func (c *chunk) report() report {
+	r := report{model: c.model.s, groq: c.groq.v.Usage.w.openAI()}
+	switch c.typ.s {
+	case "message_start":
+		r.anthropic, r.start, r.ant = true, true, c.message.v.Usage.w
+		r.model = c.message.v.Model.s
+		return r
+	case "message", "message_delta":
+		r.anthropic, r.ant = c.usage.kind == '{', c.usage.w
+		return r
 	}
-	o.i = in.end
-	return in.end
+	if r.model == "" {
+		r.model = c.response.v.Model.s
+	}
+	r.tokens = c.usage.w.openAI()
+	if !r.tokens.known() {
+		r.tokens = c.response.v.Usage.w.openAI()
+	}
+	return r
 }

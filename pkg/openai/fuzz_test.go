@@ -239,9 +239,8 @@ func FuzzStreamScanner(f *testing.F) {
 				continue
 			}
 			c0, c1, fast := lastNullUsage(p, u)
-			var sc scanner
-			c, valid := sc.walkChunk(p)
-			if fast && valid && c.usages == 1 && (!c.usageNull || c.cut0 != c0 || c.cut1 != c1) {
+			c, valid := walkChunk(p)
+			if fast && valid && c.usages == 1 && (c.usage.kind != 'n' || c.cut0 != c0 || c.cut1 != c1) {
 				t.Fatalf("lastNullUsage(%q) = %d, %d; walkChunk: %+v", p, c0, c1, c)
 			}
 		}

@@ -110,3 +110,11 @@ func skipWS(s []byte, i int) int {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// literal returns the index after lit at s[i], or -1 when it is not there.
+func literal(s []byte, i int, lit string) int {
+	if len(s)-i >= len(lit) && string(s[i:i+len(lit)]) == lit {
+		return i + len(lit)
+	}
+	return -1
+}

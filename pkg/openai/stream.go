@@ -74,11 +74,12 @@ type StreamScanner struct {
 	err  error // the upstream's last error, returned after the output
 	done bool  // the upstream ended with io.EOF
 
-	sc     scanner
-	tries  int    // data lines read for the model while it was unknown
-	counts counts // the last usage object
-	groq   counts // the last x_groq.usage, used when there is no usage object
-	model  string
+	tries     int       // data lines read for the model while it was unknown
+	last      tokens    // the last usage object with a known count
+	groq      tokens    // the last x_groq.usage, used when there is no usage object
+	anthropic anthropic // Anthropic's message_start usage, updated by message_delta
+	isAnth    bool      // and there was one: it wins
+	model     string
 }
 
 // NewStreamScanner returns a StreamScanner reading r. With strip it removes
@@ -93,11 +94,14 @@ func NewStreamScanner(r io.ReadCloser, strip bool) *StreamScanner {
 // the stream had none, and the model of the first chunk that named one (among
 // the first 8 data: objects). Counts the upstream did not send are nil.
 func (s *StreamScanner) Usage() Usage {
-	c := s.counts
-	if c.set == 0 {
-		c = s.groq
+	t := s.last
+	switch {
+	case s.isAnth:
+		t = s.anthropic.tokens()
+	case !t.known():
+		t = s.groq
 	}
-	return c.usage(s.model)
+	return t.usage(s.model)
 }
 
 // Done reports whether the upstream body ended cleanly (io.EOF). A stream that
@@ -391,26 +395,34 @@ func (s *StreamScanner) line(l []byte, edit bool) (drop bool, c0, c1 int) {
 			return false, off + c0, off + c1
 		}
 	}
-	c, ok := s.sc.walkChunk(p)
+	c, ok := walkChunk(p)
 	if !ok {
 		return false, 0, 0
 	}
-	if c.usageObj && c.counts.set != 0 {
-		s.counts = c.counts
+	r := c.report()
+	switch {
+	case r.start:
+		s.anthropic, s.isAnth = anthropic{}, true
+		s.anthropic.update(r.ant)
+	case r.anthropic:
+		s.anthropic.update(r.ant)
+		s.isAnth = true
+	case r.tokens.known():
+		s.last = r.tokens
 	}
-	if c.hasGroq {
-		s.groq = c.groq
+	if r.groq.known() {
+		s.groq = r.groq
 	}
-	if searching && c.modelVal >= 0 {
-		s.model, _ = s.sc.stringAt(c.modelVal)
+	if searching {
+		s.model = r.model
 	}
 	if !edit || c.usages != 1 {
 		return false, 0, 0
 	}
-	if c.usageObj && c.choices && c.choicesEmpty {
+	if c.usage.kind == '{' && c.choices && c.choicesEmpty {
 		return true, 0, 0
 	}
-	if c.usageNull {
+	if c.usage.kind == 'n' {
 		return false, off + c.cut0, off + c.cut1
 	}
 	return false, 0, 0

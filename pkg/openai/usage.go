@@ -1,5 +1,11 @@
 package openai
 
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
 // Usage is what an upstream reported about one response. A nil count means
 // the upstream did not report it ("unknown"), which is not the same as 0.
 type Usage struct {
@@ -17,133 +23,145 @@ func (u Usage) Known() bool {
 		u.ReasoningTokens != nil || u.CachedTokens != nil
 }
 
-// Indexes into counts.v.
-const (
-	cPrompt = iota
-	cCompletion
-	cTotal
-	cReasoning
-	cCached
-	nCounts
-)
-
-// counts is a usage object as read from the wire, kept without pointers so
-// that reading one allocates nothing.
-type counts struct {
-	v   [nCounts]int64
-	set uint8 // bit i: v[i] was reported
+// count is a token count as read from the wire: a non-negative JSON integer
+// that fits an int64. Anything else (null, a fraction, a string) is unknown.
+type count struct {
+	v  int64
+	ok bool
 }
 
-func (c *counts) put(i int, v int64, ok bool) {
-	if ok {
-		c.v[i] = v
-		c.set |= 1 << i
-	} else {
-		c.v[i] = 0
-		c.set &^= 1 << i
+func (c *count) UnmarshalJSON(b []byte) error {
+	*c = count{}
+	if '0' <= b[0] && b[0] <= '9' && !bytes.ContainsAny(b, ".eE") {
+		v, err := strconv.ParseInt(string(b), 10, 64)
+		*c = count{v, err == nil}
 	}
+	return nil
 }
 
-// usage returns c as a Usage with model.
-func (c counts) usage(model string) Usage {
+// or returns c when it is known, else d.
+func (c count) or(d count) count {
+	if c.ok {
+		return c
+	}
+	return d
+}
+
+// plus adds the known counts of cs to c, which must be known; the sum is
+// unknown if it overflows.
+func (c count) plus(cs ...count) count {
+	for _, d := range cs {
+		if d.ok {
+			c.v += d.v
+			c.ok = c.ok && c.v >= 0
+		}
+	}
+	return c
+}
+
+// tokens is one report in Usage's terms.
+type tokens struct {
+	prompt, completion, total, reasoning, cached count
+}
+
+func (t tokens) known() bool {
+	return t.prompt.ok || t.completion.ok || t.total.ok || t.reasoning.ok || t.cached.ok
+}
+
+func (t tokens) usage(model string) Usage {
 	u := Usage{Model: model}
-	ptrs := [nCounts]**int64{&u.PromptTokens, &u.CompletionTokens, &u.TotalTokens, &u.ReasoningTokens, &u.CachedTokens}
-	for i, p := range ptrs {
-		if c.set&(1<<i) != 0 {
-			v := c.v[i]
-			*p = &v
+	for _, f := range []struct {
+		c count
+		p **int64
+	}{{t.prompt, &u.PromptTokens}, {t.completion, &u.CompletionTokens}, {t.total, &u.TotalTokens}, {t.reasoning, &u.ReasoningTokens}, {t.cached, &u.CachedTokens}} {
+		if f.c.ok {
+			v := f.c.v
+			*f.p = &v
 		}
 	}
 	return u
 }
 
-// count parses a token count: a non-negative JSON integer that fits an int64.
-// Anything else (null, a fraction, a string) is unknown.
-func count(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 19 {
-		return 0, false
-	}
-	if b[0] == '0' && len(b) > 1 {
-		return 0, false
-	}
-	var v int64
-	for _, c := range b {
-		if !isDigit(c) {
-			return 0, false
-		}
-		v = v*10 + int64(c-'0')
-	}
-	if v < 0 { // 19 digits can overflow
-		return 0, false
-	}
-	return v, true
+// wireUsage is a usage object as Chat Completions, the Responses API and
+// Anthropic Messages send it.
+type wireUsage struct {
+	PromptTokens      count           `json:"prompt_tokens"`
+	CompletionTokens  count           `json:"completion_tokens"`
+	TotalTokens       count           `json:"total_tokens"`
+	InputTokens       count           `json:"input_tokens"`
+	OutputTokens      count           `json:"output_tokens"`
+	CacheCreation     count           `json:"cache_creation_input_tokens"`
+	CacheRead         count           `json:"cache_read_input_tokens"`
+	PromptDetails     object[details] `json:"prompt_tokens_details"`
+	InputDetails      object[details] `json:"input_tokens_details"`
+	CompletionDetails object[details] `json:"completion_tokens_details"`
+	OutputDetails     object[details] `json:"output_tokens_details"`
 }
 
-// usageObject reads the usage object whose '{' is at s[i], nested in d-1
-// containers, and returns what it reported with the index after it (-1 on a
-// syntax error). Besides the Chat Completions names it accepts the Responses
-// API's input_tokens/output_tokens and their *_details.
-func (sc *scanner) usageObject(i, d int) (counts, int) {
-	var c counts
-	o := sc.object(i, d)
-	for m, ok := o.next(); ok; m, ok = o.next() {
-		var e int
-		switch string(sc.keyBytes(m)) {
-		case "prompt_tokens", "input_tokens":
-			e = sc.countMember(&o, m, &c, cPrompt)
-		case "completion_tokens", "output_tokens":
-			e = sc.countMember(&o, m, &c, cCompletion)
-		case "total_tokens":
-			e = sc.countMember(&o, m, &c, cTotal)
-		case "completion_tokens_details", "output_tokens_details":
-			e = sc.detailsMember(&o, m, &c, "reasoning_tokens", cReasoning)
-		case "prompt_tokens_details", "input_tokens_details":
-			e = sc.detailsMember(&o, m, &c, "cached_tokens", cCached)
-		default:
-			e = o.skip(m)
-		}
-		if e < 0 {
-			return counts{}, -1
-		}
-	}
-	return c, o.end
+type details struct {
+	Cached    count `json:"cached_tokens"`
+	Reasoning count `json:"reasoning_tokens"`
 }
 
-func (sc *scanner) countMember(o *objReader, m member, c *counts, idx int) int {
-	e := o.skip(m)
-	if e >= 0 {
-		v, ok := count(sc.s[m.val:e])
-		c.put(idx, v, ok)
+// openAI reads w as Chat Completions (prompt_tokens...) or the Responses
+// API (input_tokens..., where input includes the cached tokens) report it.
+func (w wireUsage) openAI() tokens {
+	return tokens{
+		prompt:     w.PromptTokens.or(w.InputTokens),
+		completion: w.CompletionTokens.or(w.OutputTokens),
+		total:      w.TotalTokens,
+		reasoning:  w.CompletionDetails.v.Reasoning.or(w.OutputDetails.v.Reasoning),
+		cached:     w.PromptDetails.v.Cached.or(w.InputDetails.v.Cached),
 	}
-	return e
 }
 
-// detailsMember reads a *_tokens_details object for its one interesting count.
-func (sc *scanner) detailsMember(o *objReader, m member, c *counts, name string, idx int) int {
-	if sc.s[m.val] != '{' {
-		c.put(idx, 0, false)
-		return o.skip(m)
+// anthropic is an Anthropic Messages usage: a stream's message_start, updated
+// by each message_delta, or a whole response's.
+type anthropic struct {
+	input, cacheCreation, cacheRead, output count
+}
+
+func (a *anthropic) update(w wireUsage) {
+	a.input = w.InputTokens.or(a.input)
+	a.cacheCreation = w.CacheCreation.or(a.cacheCreation)
+	a.cacheRead = w.CacheRead.or(a.cacheRead)
+	a.output = w.OutputTokens.or(a.output)
+}
+
+// tokens maps a to Usage's terms: Anthropic's input_tokens leave out the
+// cached ones, which OpenAI's prompt_tokens include.
+func (a anthropic) tokens() tokens {
+	t := tokens{completion: a.output, cached: a.cacheRead}
+	if a.input.ok {
+		t.prompt = a.input.plus(a.cacheCreation, a.cacheRead)
 	}
-	found := false
-	in := sc.object(m.val, o.d+1)
-	for mm, ok := in.next(); ok; mm, ok = in.next() {
-		if string(sc.keyBytes(mm)) != name {
-			if in.skip(mm) < 0 {
-				return -1
-			}
-			continue
-		}
-		e := in.skip(mm)
-		if e < 0 {
-			return -1
-		}
-		v, ok := count(sc.s[mm.val:e])
-		c.put(idx, v, ok)
-		found = true
+	if t.prompt.ok && t.completion.ok {
+		t.total = t.prompt.plus(t.completion)
 	}
-	if !found {
-		c.put(idx, 0, false)
+	return t
+}
+
+// usageValue is a "usage" member: its kind tells an object from null.
+type usageValue struct {
+	kind kind
+	w    wireUsage
+}
+
+func (u *usageValue) UnmarshalJSON(b []byte) error {
+	*u = usageValue{kind: kind(b[0])}
+	if b[0] == '{' {
+		_ = json.Unmarshal(b, &u.w) // every field takes any value
 	}
-	o.i = in.end
-	return in.end
+	return nil
+}
+
+// object is a value decoded into T when it is a JSON object, else the zero T.
+type object[T any] struct{ v T }
+
+func (o *object[T]) UnmarshalJSON(b []byte) error {
+	*o = object[T]{}
+	if b[0] == '{' {
+		_ = json.Unmarshal(b, &o.v) // T's fields take any value
+	}
+	return nil
 }
