@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/seal"
 )
 
 // ProviderKey is one key to add to a provider.
@@ -23,9 +25,18 @@ type ProviderKey struct {
 // AddProviderKey stores one more key for a host, creating the host when it
 // is new, in one transaction. A base URL different from a known host's, or
 // the same key twice for one host, is ECONFLICT.
+//
+// The key is stored sealed (see Open), bound to host and its row; a secret
+// that no longer opens the stored keys (a rekey since Open) is EINVALID.
 func (d *DB) AddProviderKey(ctx context.Context, k ProviderKey, now time.Time) error {
 	host := k.Host
+	s := d.sealer.Load()
 	return d.write(ctx, func(tx *sql.Tx) error {
+		if err := checkSecret(ctx, tx, s.key); errors.Is(err, errWrongSecret) {
+			return wrongSecret(s.name)
+		} else if err != nil {
+			return err
+		}
 		var id int64
 		var current string
 		err := tx.QueryRowContext(ctx, "SELECT id, base_url FROM providers WHERE host = ?", host).Scan(&id, &current)
@@ -61,9 +72,15 @@ func (d *DB) AddProviderKey(ctx context.Context, k ProviderKey, now time.Time) e
 				}
 			}
 		}
+		// The row id is part of the sealed key's associated data, so it is
+		// chosen before the insert (no other writer runs: immediate tx).
+		var keyID int64
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) + 1 FROM provider_keys").Scan(&keyID); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx,
-			"INSERT INTO provider_keys (provider_id, secret, key_hash, key_hint, created_at) VALUES (?, ?, ?, ?, ?)",
-			id, k.Secret, k.KeyHash, k.KeyHint, ms(now))
+			"INSERT INTO provider_keys (id, provider_id, secret, key_hash, key_hint, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+			keyID, id, s.key.Seal([]byte(k.Secret), keyAD(host, keyID)), k.KeyHash, k.KeyHint, ms(now))
 		if isUnique(err) {
 			return aiproxy.Errorf(aiproxy.ECONFLICT, "provider %s already has this key", host)
 		}
@@ -130,7 +147,7 @@ func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider,
 	if err != nil {
 		return aiproxy.Provider{}, dbError(err)
 	}
-	ps, err := scanProviders(rows, true)
+	ps, err := scanProviders(rows, d.sealer.Load().key)
 	if err != nil {
 		return aiproxy.Provider{}, err
 	}
@@ -140,10 +157,10 @@ func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider,
 	return ps[0], nil
 }
 
-// providerQuery selects providers with their key hints and secrets, one
-// row per key (one with NULL key columns for a provider without keys).
+// providerQuery selects providers with their key hints and sealed keys,
+// one row per key (one with NULL key columns for a provider without keys).
 // Callers add the WHERE and ORDER BY clauses.
-const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, k.key_hint, k.secret
+const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, k.id, k.key_hint, k.secret
 		FROM providers p LEFT JOIN provider_keys k ON k.provider_id = p.id`
 
 // providers lists every provider with its key hints, in one ordered join.
@@ -152,18 +169,21 @@ func (d *DB) providers(ctx context.Context) ([]aiproxy.Provider, error) {
 	if err != nil {
 		return nil, dbError(err)
 	}
-	return scanProviders(rows, false)
+	return scanProviders(rows, nil)
 }
 
 // scanProviders reads and closes the rows of a providerQuery ordered by
-// host, with the secrets when withSecrets is set.
-func scanProviders(rows *sql.Rows, withSecrets bool) ([]aiproxy.Provider, error) {
+// host. With a key it unseals the provider keys, as the cache loads them;
+// without one (listings) they are not read at all.
+func scanProviders(rows *sql.Rows, key *seal.Key) ([]aiproxy.Provider, error) {
 	defer rows.Close()
 	out := []aiproxy.Provider{}
 	for rows.Next() {
 		var p aiproxy.Provider
-		var hint, secret sql.NullString
-		if err := rows.Scan(&p.ID, &p.Host, &p.BaseURL, &p.InjectUsage, &hint, &secret); err != nil {
+		var keyID sql.NullInt64
+		var hint sql.NullString
+		var sealed []byte
+		if err := rows.Scan(&p.ID, &p.Host, &p.BaseURL, &p.InjectUsage, &keyID, &hint, &sealed); err != nil {
 			return nil, err
 		}
 		if n := len(out); n == 0 || out[n-1].ID != p.ID {
@@ -174,8 +194,13 @@ func scanProviders(rows *sql.Rows, withSecrets bool) ([]aiproxy.Provider, error)
 		if hint.Valid {
 			last.KeyHints = append(last.KeyHints, hint.String)
 			last.KeyCount++
-			if withSecrets {
-				last.Keys = append(last.Keys, secret.String)
+			if key != nil {
+				plain, err := key.Open(sealed, keyAD(last.Host, keyID.Int64))
+				if err != nil {
+					// Never the key itself: this error is logged.
+					return nil, fmt.Errorf("unseal key %d of provider %s: %w", keyID.Int64, last.Host, err)
+				}
+				last.Keys = append(last.Keys, string(plain))
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -39,6 +40,8 @@ type DB struct {
 	log   *slog.Logger
 	cache *cache
 	ckpt  checkpointer
+	// sealer seals and opens provider keys; Rekey replaces it.
+	sealer atomic.Pointer[sealer]
 
 	// The lookups a cache miss costs, prepared once on the pool instead of
 	// parsed and planned on every call.
@@ -276,6 +279,30 @@ func (d *DB) closeStmts() {
 
 // Path is the database file's path.
 func (d *DB) Path() string { return d.path }
+
+// ClaimServer takes the lock that marks the one `serve` process of this
+// database, held until release is called or the process dies. A second
+// claim, from any process, fails at once with ECONFLICT, also through
+// another name of the same file (a symbolic link): the lock file is named
+// after the database's real path. A claim also fails (EINVALID) when a
+// rekey has changed the secret since Open.
+func (d *DB) ClaimServer() (release func(), err error) {
+	release, err = lockServer(d.real+".lock", d.path)
+	if err != nil {
+		return nil, err
+	}
+	// Rekey takes the same lock: once it is held, no rekey can run, and one
+	// that ran since Open shows here.
+	s := d.sealer.Load()
+	if err := checkSecret(context.Background(), d.sql, s.key); err != nil {
+		release()
+		if errors.Is(err, errWrongSecret) {
+			return nil, wrongSecret(s.name)
+		}
+		return nil, dbError(err)
+	}
+	return release, nil
+}
 
 // Close closes the database.
 func (d *DB) Close() error {

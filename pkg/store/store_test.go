@@ -36,9 +36,9 @@ func newTestStore(t *testing.T) *store.DB {
 
 // openTestStore opens path (creating it if needed) and closes it when the
 // test ends.
-func openTestStore(t *testing.T, path string) *store.DB {
+func openTestStore(t *testing.T, path string, opts ...store.Option) *store.DB {
 	t.Helper()
-	d, err := store.Open(t.Context(), path)
+	d, err := store.Open(t.Context(), path, opts...)
 	if err != nil {
 		t.Fatalf("Open(%q) error = %v", path, err)
 	}
@@ -458,7 +458,14 @@ func TestBackup(t *testing.T) {
 		t.Errorf("backup file mode = %v, want 0600", got)
 	}
 
-	b := openTestStore(t, dst)
+	// The backup holds the provider keys sealed: it opens with the
+	// original's secret only.
+	if b, err := store.Open(ctx, dst); err == nil {
+		b.Close()
+		t.Errorf("Open(backup) without the original's secret succeeded")
+	}
+	secret := store.WithSecretKeyFile(d.SecretSource())
+	b := openTestStore(t, dst, secret)
 	wantUsers, err := d.ListUsers(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +490,7 @@ func TestBackup(t *testing.T) {
 	// The restored file keeps what the auth cache relies on: a key reset
 	// through another handle is refused at once by b, which cached it.
 	next := keys.New()
-	if err := openTestStore(t, dst).ResetUserKey(ctx, "bob", keys.Hash(next), keys.Hint(next), false, nil); err != nil {
+	if err := openTestStore(t, dst, secret).ResetUserKey(ctx, "bob", keys.Hash(next), keys.Hint(next), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.UserByKeyHash(ctx, keys.Hash(bobKey)); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
