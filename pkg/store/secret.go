@@ -240,11 +240,32 @@ func createKeyFile(path string) (bool, error) {
 		return false, err
 	}
 	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
+	err = os.Link(tmp, path)
+	if errors.Is(err, fs.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		// A file system without hard links (FAT, some network ones): an
+		// exclusive create, which a concurrent first open may read half
+		// written and then fail once.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			return false, nil
 		}
-		return false, unwrapPathError(err)
+		if err != nil {
+			return false, unwrapPathError(err)
+		}
+		_, err = f.WriteString(text)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(path)
+			return false, unwrapPathError(err)
+		}
 	}
 	return true, syncDir(filepath.Dir(path))
 }
