@@ -4,7 +4,8 @@ import "io"
 
 // BodyScanner passes a non-streamed response body through unchanged and, at
 // its end, reads the top-level "usage" and "model" of the JSON object it
-// holds. It keeps a copy of at most limit bytes; a longer body (or one that is
+// holds (Chat Completions, embeddings, the Responses API, Anthropic Messages;
+// see Usage for how they map). It keeps a copy of at most limit bytes; a longer body (or one that is
 // not a JSON object, such as audio or an HTML page) leaves the usage unknown.
 //
 // A BodyScanner is not safe for concurrent use: call Usage and Done once Read

@@ -90,9 +90,14 @@ func NewStreamScanner(r io.ReadCloser, strip bool) *StreamScanner {
 	return &StreamScanner{r: r, strip: strip, max: maxLine}
 }
 
-// Usage returns the last usage object seen so far, or Groq's x_groq.usage when
-// the stream had none, and the model of the first chunk that named one (among
-// the first 8 data: objects). Counts the upstream did not send are nil.
+// Usage returns the last usage object seen so far (a Chat Completions chunk's
+// "usage", or the "response.usage" of a Responses API event such as
+// response.completed), or Groq's x_groq.usage when the stream had none, and
+// the model of the first chunk that named one (among the first 8 data:
+// objects). For an Anthropic Messages stream it returns message_start's usage
+// updated by each message_delta's, with prompt = input + cache_creation +
+// cache_read tokens and cached = cache_read tokens. Counts the upstream did
+// not send are nil.
 func (s *StreamScanner) Usage() Usage {
 	t := s.last
 	switch {

@@ -6,8 +6,11 @@ import (
 	"strconv"
 )
 
-// Usage is what an upstream reported about one response. A nil count means
-// the upstream did not report it ("unknown"), which is not the same as 0.
+// Usage is what an upstream reported about one response, in Chat
+// Completions' terms: the Responses API's input/output tokens are prompt and
+// completion tokens; Anthropic's prompt tokens are input + cache_creation_input
+// + cache_read_input tokens, of which cache_read_input are cached. A nil count
+// means the upstream did not report it ("unknown"), which is not the same as 0.
 type Usage struct {
 	Model            string // the response's "model"; "" when none was seen
 	PromptTokens     *int64
