@@ -161,8 +161,11 @@ func TestDB1_CrashLoop(t *testing.T) {
 		}
 	}
 
+	// Until scale.db1CLIKills writers were killed mid-command: a command
+	// that beats its random kill moment counts as an attempt, not a kill.
+	// Bounded: at most three attempts per kill wanted.
 	cliKills, finishedFirst, committedUnseen := 0, 0, 0
-	for j := 1; j <= scale.db1CLIKills; j++ {
+	for j := 1; cliKills < scale.db1CLIKills && j <= 3*scale.db1CLIKills; j++ {
 		name := fmt.Sprintf("k%d", j)
 		r := killCLIMidway(t, e, rng, creat.medianDur(), "user", "create", name)
 		when := fmt.Sprintf("after CLI kill %d", j)
@@ -202,8 +205,9 @@ func TestDB1_CrashLoop(t *testing.T) {
 	if okReq == 0 {
 		t.Errorf("the load generator got no 200 at all: serve was not under load")
 	}
-	if cliKills < scale.db1CLIKills/2 {
-		t.Errorf("only %d of %d CLI writers were killed mid-command: the kill timing missed", cliKills, scale.db1CLIKills)
+	if cliKills < scale.db1CLIKills {
+		t.Errorf("only %d of %d CLI writers were killed mid-command in %d attempts: the kill timing missed",
+			cliKills, scale.db1CLIKills, cliKills+finishedFirst)
 	}
 }
 

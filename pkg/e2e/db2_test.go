@@ -19,6 +19,7 @@ var lockWords = []string{"locked", "busy", "sqlite_busy"}
 // requests. No command fails, and neither a command nor the server ever
 // reports "database is locked" or busy (RELIABILITY.md DB-2).
 func TestDB2_ParallelCLIWritersNoLocked(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	e := newEnv(t)
 	loadKey := e.createUser("load")
 	srv := e.serve()

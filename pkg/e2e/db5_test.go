@@ -20,6 +20,7 @@ import (
 // work again without a restart and no usage record is lost
 // (RELIABILITY.md DB-5).
 func TestDB5_DiskFull(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	dir := tmpfs(t, "4m")
 	e := newEnvAt(t, filepath.Join(dir, "aiproxy.db"))
 	alice := e.createUser("alice")
@@ -118,6 +119,7 @@ func listFiles(t *testing.T, dir string) []string {
 // refuse to start and user create fail, each with one clear line, and
 // nothing is created elsewhere (RELIABILITY.md DB-5).
 func TestDB5_UnwritableAtStartup(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	needRoot(t)
 	t.Run("read-only mount", func(t *testing.T) {
 		e := newEnv(t)

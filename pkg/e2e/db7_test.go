@@ -40,6 +40,7 @@ func usersIn(t *testing.T, path string) map[string]bool {
 // the old -wal and -shm, copy the backup in place) brings those users back
 // with working keys (RELIABILITY.md DB-7).
 func TestDB7_BackupUnderLoad(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	e := newEnv(t)
 	loadKey := e.createUser("load")
 	srv := e.serve()
@@ -110,6 +111,7 @@ func TestDB7_BackupUnderLoad(t *testing.T) {
 // of the live file: commits still in the -wal are not in the main file, so
 // `cp aiproxy.db` while serve runs loses them (RELIABILITY.md DB-7).
 func TestDB7_CopyingTheFileLosesWAL(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	e := newEnv(t)
 	e.createUser("old")
 	srv := e.serve()

@@ -58,6 +58,7 @@ func (s *walSampler) end() int64 {
 // bound at a few hundred requests a second; store.IdleCheckpoint truncates
 // the file once the writes pause.
 func TestDB8_WALBounded(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	e := newEnv(t)
 	key := e.createUser("load")
 	srv := e.serve()

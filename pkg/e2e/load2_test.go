@@ -16,6 +16,7 @@ import (
 // upstream over at most 10 TCP connections: aiproxy keeps its upstream
 // connections alive and reuses them (RELIABILITY.md LOAD-2).
 func TestLOAD2_UpstreamConnectionReuse(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	e := newEnv(t)
 	key := e.createUser("alice")
 	var mu sync.Mutex

@@ -61,6 +61,7 @@ func locksOf(t *testing.T, pid int, path string) []posixLock {
 // under serve, and writes fail with I/O errors or read stale pages
 // (RELIABILITY.md DB-1, DB-2; Linux only, from /proc/locks).
 func TestDB1_ServeKeepsItsSQLiteLocks(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other untimed tests (main_test.go)
 	e := newEnv(t)
 	key := e.createUser("alice")
 	srv := e.serve()

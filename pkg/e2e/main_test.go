@@ -12,6 +12,11 @@
 // cores). `-tags e2elong` runs the full figures of RELIABILITY.md (1 M users,
 // minutes of load); `-tags load` adds LOAD-1 (thousands of open streams);
 // `-short` skips the whole package.
+//
+// The tests that compare durations or time their kills (DB-1's crash loop,
+// DB-3, DB-4, DB-6) run one at a time; the others call t.Parallel, so Go runs
+// them after those, two at a time (-parallel defaults to GOMAXPROCS), where
+// DB-8's reader holds and idle wait overlap the rest.
 package e2e_test
 
 import (
