@@ -1,0 +1,153 @@
+// Package scrub masks secrets (provider keys) in data on its way to a client:
+// a response body as it streams, header values, strings.
+//
+// A secret is masked where it occurs by a string of the same length that
+// keeps its first 3 and last 4 bytes and has '*' in between, the form keys
+// take in aiproxy's listings. Secrets shorter than 8 bytes are ignored: their
+// mask would hide nothing.
+package scrub
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+)
+
+const minLen = 8
+
+// prepare returns the secrets worth masking, as byte slices.
+func prepare(secrets []string) [][]byte {
+	var out [][]byte
+	for _, s := range secrets {
+		if len(s) >= minLen {
+			out = append(out, []byte(s))
+		}
+	}
+	return out
+}
+
+// span is a range of bytes to mask: the middle of an occurrence of a secret.
+type span struct{ from, to int }
+
+// find appends to spans the middle of every occurrence of every secret in b,
+// overlapping ones included. It only reads b.
+func find(spans []span, b []byte, secrets [][]byte) []span {
+	for _, s := range secrets {
+		for i := 0; ; i++ {
+			j := bytes.Index(b[i:], s)
+			if j < 0 {
+				break
+			}
+			i += j
+			spans = append(spans, span{i + 3, i + len(s) - 4})
+		}
+	}
+	return spans
+}
+
+// apply masks the parts of spans that fall in b, and appends to rest those
+// that go on past it, shifted to start at len(b).
+func apply(b []byte, spans, rest []span) []span {
+	for _, sp := range spans {
+		for k := max(sp.from, 0); k < min(sp.to, len(b)); k++ {
+			b[k] = '*'
+		}
+		if sp.to > len(b) {
+			rest = append(rest, span{max(sp.from-len(b), 0), sp.to - len(b)})
+		}
+	}
+	return rest
+}
+
+// partial returns the length of the longest suffix of b that is a proper
+// prefix of a secret: the start of an occurrence that may end in data not
+// read yet.
+func partial(b []byte, secrets [][]byte) int {
+	n := 0
+	for _, s := range secrets {
+		// Only a suffix longer than n can matter.
+		for j := max(len(b)-len(s)+1, 0); j < len(b)-n; j++ {
+			if b[j] == s[0] && bytes.HasPrefix(s, b[j:]) {
+				n = len(b) - j
+				break
+			}
+		}
+	}
+	return n
+}
+
+// String returns s with every secret masked.
+func String(s string, secrets ...string) string {
+	spans := find(nil, []byte(s), prepare(secrets))
+	if len(spans) == 0 {
+		return s
+	}
+	b := []byte(s)
+	apply(b, spans, nil)
+	return string(b)
+}
+
+// Header masks every secret in every value of h, in place.
+func Header(h http.Header, secrets ...string) {
+	for _, vs := range h {
+		for i, v := range vs {
+			vs[i] = String(v, secrets...)
+		}
+	}
+}
+
+// NewReader returns a reader of what r reads with every secret masked,
+// wherever the reads of r cut it. Each Read returns all that r has given,
+// except a trailing part that may be the start of a secret (at most the
+// longest secret's length less one byte), held until the next read of r
+// settles it or r ends; nothing else is held back.
+func NewReader(r io.Reader, secrets ...string) io.Reader {
+	return &reader{r: r, secrets: prepare(secrets)}
+}
+
+const readSize = 32 << 10
+
+type reader struct {
+	r       io.Reader
+	secrets [][]byte
+	// buf[out:ready] is masked and ready to return; buf[ready:end] is held,
+	// unmasked, with carry the masks of earlier occurrences that reach into it.
+	buf             []byte
+	out, ready, end int
+	carry, spans    []span
+	err             error
+}
+
+func (m *reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for m.out == m.ready {
+		if m.err != nil {
+			return 0, m.err
+		}
+		if m.buf == nil {
+			longest := 0
+			for _, s := range m.secrets {
+				longest = max(longest, len(s))
+			}
+			m.buf = make([]byte, readSize+longest)
+		}
+		// Move the held bytes to the front and read after them.
+		held := copy(m.buf, m.buf[m.ready:m.end])
+		n, err := m.r.Read(m.buf[held : held+min(len(p), readSize)])
+		b := m.buf[:held+n]
+		m.spans = find(append(m.spans[:0], m.carry...), b, m.secrets)
+		m.out, m.ready, m.end, m.err = 0, len(b), len(b), err
+		if err == nil {
+			m.ready -= partial(b, m.secrets)
+		}
+		m.carry = apply(b[:m.ready], m.spans, m.carry[:0])
+		if n == 0 && (err == nil || held == 0) {
+			return 0, err
+		}
+	}
+	n := copy(p, m.buf[m.out:m.ready])
+	m.out += n
+	return n, nil
+}
