@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -35,9 +34,10 @@ func newProviderCmd(app *appContext) *cobra.Command {
 // maxKeyInput bounds what `-` reads from stdin for a key.
 const maxKeyInput = 64 << 10
 
-// readKey returns arg, or, when arg is "-", the first line read from in
-// without its line ending. On a terminal it prompts on errOut and does not
-// echo what is typed.
+// readKey returns arg, or, when arg is "-", a key read from in. On a
+// terminal it prompts "key: " on errOut and reads one line without echoing
+// it, ending at Enter. Otherwise (a pipe, a file) it reads to the end and
+// drops the trailing line ending, so `echo "$KEY" |` and `< file` both work.
 func readKey(arg string, in io.Reader, errOut io.Writer) (string, error) {
 	if arg != "-" {
 		return arg, nil
@@ -52,13 +52,16 @@ func readKey(arg string, in io.Reader, errOut io.Writer) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("read key from terminal: %w", err)
 		}
-		return string(b), nil
+		return strings.TrimRight(string(b), "\r\n"), nil
 	}
-	line, err := bufio.NewReader(io.LimitReader(in, maxKeyInput)).ReadString('\n')
-	if err != nil && err != io.EOF {
+	b, err := io.ReadAll(io.LimitReader(in, maxKeyInput+1))
+	if err != nil {
 		return "", fmt.Errorf("read key from stdin: %w", err)
 	}
-	return strings.TrimRight(line, "\r\n"), nil
+	if len(b) > maxKeyInput {
+		return "", aiproxy.Errorf(aiproxy.EINVALID, "key on stdin is longer than %d bytes", maxKeyInput)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 type providerAddOptions struct {
@@ -74,9 +77,15 @@ func newProviderAddCmd(app *appContext) *cobra.Command {
 		Use:   "add HOST KEY",
 		Short: "Store one more key for a provider host",
 		Long: "Store KEY for HOST, creating the host if needed with base URL https://HOST (or --base-url).\n" +
-			"Give KEY as - to read it from stdin, which keeps it out of the shell history.",
-		Example: "  aiproxy provider add api.openai.com sk-…\n" +
-			"  aiproxy provider add api.groq.com - --base-url https://api.groq.com/openai < groq.key",
+			"The request path goes unchanged onto the base URL: /openai/v1/chat/completions for\n" +
+			"api.groq.com goes to https://api.groq.com/openai/v1/chat/completions, so a base URL\n" +
+			"holds no /v1 or /openai part.\n" +
+			"Give KEY as - to read it from stdin, which keeps it out of the shell history: on a\n" +
+			"terminal, paste the key at the hidden key: prompt and press Enter; from a pipe or\n" +
+			"a file, everything up to the end is the key, less its trailing newline.",
+		Example: "  aiproxy provider add api.openai.com -          # paste the key, then Enter\n" +
+			"  aiproxy provider add api.groq.com - < groq.key\n" +
+			"  aiproxy provider add localhost:11434 ollama --base-url http://127.0.0.1:11434 --no-inject-usage",
 		Args: argsExact("HOST", "KEY"),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.Host, opts.Key = args[0], args[1]
@@ -119,7 +128,9 @@ func newProviderRemoveCmd(app *appContext) *cobra.Command {
 		Aliases: []string{"rm"},
 		Short:   "Remove one key of a provider, or the whole host",
 		Long:    "Remove KEY from HOST (- reads it from stdin); removing a host's last key removes the host. Without KEY, remove HOST and all its keys.",
-		Args:    argsRange(1, "HOST", "KEY"),
+		Example: "  aiproxy provider remove api.openai.com - < old-openai.key\n" +
+			"  aiproxy provider remove api.groq.com",
+		Args: argsRange(1, "HOST", "KEY"),
 		RunE: func(c *cobra.Command, args []string) error {
 			key := ""
 			if len(args) == 2 {
@@ -141,27 +152,53 @@ func newProviderRemoveCmd(app *appContext) *cobra.Command {
 	}
 }
 
+type providerSetOptions struct {
+	Host, BaseURL string
+	Inject        bool
+	InjectSet     bool // --inject-usage given
+	BaseURLSet    bool // --base-url given
+}
+
 func newProviderSetCmd(app *appContext) *cobra.Command {
-	var inject bool
+	var opts providerSetOptions
 	c := &cobra.Command{
-		Use:   "set HOST --inject-usage=true|false",
-		Short: "Change a provider's settings",
-		Long: "Change a provider's settings. --inject-usage=false stops aiproxy from adding\n" +
+		Use:   "set HOST [--base-url URL] [--inject-usage=true|false]",
+		Short: "Change a provider's base URL or settings, keeping its keys",
+		Long: "Change a provider's settings, keeping its keys. --base-url moves the host to another\n" +
+			"base URL (its keys then go only there). --inject-usage=false stops aiproxy from adding\n" +
 			"stream_options.include_usage to streamed requests, for hosts that refuse it.",
+		Example: "  aiproxy provider set api.groq.com --base-url https://api.groq.com\n" +
+			"  aiproxy provider set api.groq.com --inject-usage=false",
 		Args: argsExact("HOST"),
 		RunE: func(c *cobra.Command, args []string) error {
-			if !c.Flags().Changed("inject-usage") {
-				return fmt.Errorf("provider set: nothing to change: give --inject-usage=true or --inject-usage=false (see '%s --help')", c.CommandPath())
+			opts.Host = args[0]
+			opts.InjectSet = c.Flags().Changed("inject-usage")
+			opts.BaseURLSet = c.Flags().Changed("base-url")
+			if !opts.InjectSet && !opts.BaseURLSet {
+				return fmt.Errorf("provider set: nothing to change: give --base-url URL or --inject-usage=true|false (see '%s --help')", c.CommandPath())
 			}
-			svc, err := app.service(c.Context())
-			if err != nil {
-				return err
-			}
-			return svc.SetProviderInjectUsage(c.Context(), args[0], inject)
+			return runProviderSet(c.Context(), app, opts)
 		},
 	}
-	c.Flags().BoolVar(&inject, "inject-usage", true, "ask this host's streams for a usage chunk when the client did not")
+	c.Flags().StringVar(&opts.BaseURL, "base-url", "", "new base URL requests are sent to, e.g. https://api.groq.com")
+	c.Flags().BoolVar(&opts.Inject, "inject-usage", true, "ask this host's streams for a usage chunk when the client did not")
 	return c
+}
+
+func runProviderSet(ctx context.Context, app *appContext, opts providerSetOptions) error {
+	svc, err := app.service(ctx)
+	if err != nil {
+		return err
+	}
+	if opts.BaseURLSet {
+		if err := svc.SetProviderBaseURL(ctx, opts.Host, opts.BaseURL); err != nil {
+			return err
+		}
+	}
+	if opts.InjectSet {
+		return svc.SetProviderInjectUsage(ctx, opts.Host, opts.Inject)
+	}
+	return nil
 }
 
 type providerListOptions struct{ JSON bool }

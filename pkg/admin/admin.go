@@ -5,6 +5,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -173,6 +174,34 @@ func (s *Service) SetProviderInjectUsage(ctx context.Context, host string, injec
 		return err
 	}
 	return s.db.SetProviderInjectUsage(ctx, h, inject)
+}
+
+// SetProviderBaseURL moves host, with its keys, to another base URL, which
+// must parse as scheme://host[:port][/path]. The request path is appended
+// to it unchanged, so it holds no /v1. Errors: EINVALID (host, URL),
+// ENOTFOUND.
+func (s *Service) SetProviderBaseURL(ctx context.Context, host, baseURL string) error {
+	h, err := aiproxy.NormalizeHost(host)
+	if err != nil {
+		return err
+	}
+	u, err := aiproxy.NormalizeBaseURL(baseURL)
+	if err != nil {
+		return err
+	}
+	// Until store.DB has SetProviderBaseURL (one UPDATE in a write tx,
+	// ENOTFOUND for an unknown host), this reports an internal error
+	// after the checks above.
+	st, ok := any(s.db).(interface {
+		SetProviderBaseURL(ctx context.Context, host, baseURL string) error
+	})
+	if !ok {
+		if _, err := s.db.ProviderByHost(ctx, h); err != nil {
+			return err
+		}
+		return errors.New("set provider base URL: not supported by this store yet")
+	}
+	return st.SetProviderBaseURL(ctx, h, u)
 }
 
 // RemoveProvider removes one key of host, or the whole host when key is
