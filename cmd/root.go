@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -42,6 +43,10 @@ type appContext struct {
 	// for error messages.
 	sources map[string]string
 	dbFlag  string // --db after configure
+	// secretKeyFile is --secret-key-file after configure.
+	secretKeyFile string
+	// log receives the store's warnings; serve sets it before opening.
+	log *slog.Logger
 
 	once sync.Once
 	db   *store.DB
@@ -92,6 +97,7 @@ func newRoot(app *appContext) *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().String("db", "", "SQLite database file (default "+defaultDBPath()+")")
 	root.PersistentFlags().String("config", "", "YAML config file whose keys are the flag names")
+	root.PersistentFlags().String("secret-key-file", "", "file holding the base64 secret that seals provider keys (default: AIPROXY_SECRET_KEY, else DB.key beside the database, created on first use)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
@@ -101,6 +107,7 @@ func newRoot(app *appContext) *cobra.Command {
 		newProviderCmd(app),
 		newStatsCmd(app),
 		newBackupCmd(app),
+		newRekeyCmd(app),
 		newVersionCmd(app),
 	)
 	return root
@@ -184,6 +191,9 @@ func (a *appContext) configure(c *cobra.Command) error {
 	})
 	if f := fs.Lookup("db"); f != nil {
 		a.dbFlag = f.Value.String()
+	}
+	if f := fs.Lookup("secret-key-file"); f != nil {
+		a.secretKeyFile = f.Value.String()
 	}
 	return err
 }
@@ -332,12 +342,30 @@ func (a *appContext) dbPath() string {
 // service opens the store and the service layer once.
 func (a *appContext) service(ctx context.Context) (*admin.Service, error) {
 	a.once.Do(func() {
-		a.db, a.err = store.Open(ctx, a.dbPath())
+		a.db, a.err = store.Open(ctx, a.dbPath(), a.storeOptions()...)
 		if a.err == nil {
 			a.svc = admin.New(a.db)
 		}
 	})
 	return a.svc, a.err
+}
+
+// storeOptions says where the secret that seals provider keys comes from:
+// --secret-key-file (or its variable or config key), else the base64 text
+// in AIPROXY_SECRET_KEY, else the key file beside the database; and where
+// the store's warnings go (serve's log).
+func (a *appContext) storeOptions() []store.Option {
+	var opts []store.Option
+	if a.log != nil {
+		opts = append(opts, store.WithLogger(a.log))
+	}
+	switch text, ok := a.getenv("AIPROXY_SECRET_KEY"); {
+	case a.secretKeyFile != "":
+		opts = append(opts, store.WithSecretKeyFile(a.secretKeyFile))
+	case ok:
+		opts = append(opts, store.WithSecretKey(text, "AIPROXY_SECRET_KEY"))
+	}
+	return opts
 }
 
 func (a *appContext) close() {

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -138,7 +139,12 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	defer out.Close()
 	log := newLogger(out.Immediate(), stderr, cfg.LogLevel, cfg.LogFormat)
 	reqLog := newLogger(out, stderr, cfg.LogLevel, cfg.LogFormat)
+	// The store's warnings while opening follow the first line, which
+	// names the database and the address.
+	var early bytes.Buffer
+	app.log = newLogger(&early, stderr, cfg.LogLevel, cfg.LogFormat)
 	svc, err := app.service(ctx)
+	app.log = log
 	if err != nil {
 		return err
 	}
@@ -153,7 +159,8 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 		return fmt.Errorf("listen: %v", err)
 	}
 	token := cfg.AccessToken
-	log.Info("aiproxy serving", "db", app.dbPath(), "listen", ln.Addr().String(), "admin", token != "")
+	log.Info("aiproxy serving", "db", app.dbPath(), "listen", ln.Addr().String(), "admin", token != "", "secret", app.db.SecretSource())
+	out.Immediate().Write(early.Bytes())
 	if cfg.TokenOnArgv {
 		log.Warn("--access-token is visible to every user of this machine in the process list: set AIPROXY_ACCESS_TOKEN or access-token in a --config file instead")
 	}
