@@ -43,7 +43,9 @@ func newUserCreateCmd(app *appContext) *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create a user and print its new key",
 		Long:  "Create user NAME (1–64 characters of A-Z a-z 0-9 _ . @ -) and print its key alone on one line. The key is not shown again.",
-		Args:  argsExact("NAME"),
+		Example: "  aiproxy user create bob\n" +
+			"  aiproxy user create carol --expires 30d",
+		Args: argsExact("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			return runUserCreate(c.Context(), app, c.OutOrStdout(), opts)
@@ -83,7 +85,9 @@ func newUserResetCmd(app *appContext) *cobra.Command {
 		Use:   "reset NAME",
 		Short: "Give a user a new key and print it",
 		Long:  "Give user NAME a new key and print it alone on one line; the old key stops working at once. Without --expires the expiry is kept.",
-		Args:  argsExact("NAME"),
+		Example: "  aiproxy user reset alice\n" +
+			"  aiproxy user reset alice --expires 12h",
+		Args: argsExact("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			return runUserReset(c.Context(), app, c.OutOrStdout(), opts)
@@ -102,6 +106,8 @@ func newUserDeleteCmd(app *appContext) *cobra.Command {
 		Use:     "delete NAME",
 		Aliases: []string{"rm"},
 		Short:   "Delete a user; its key stops working at once",
+		Long:    "Delete user NAME; its key stops working at once. Its past requests stay in the stats.",
+		Example: "  aiproxy user delete alice",
 		Args:    argsExact("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			svc, err := app.service(c.Context())
@@ -127,7 +133,7 @@ func newUserExpireCmd(app *appContext) *cobra.Command {
 		Short: "Change when a user's key expires",
 		Long:  "Change when user NAME's key expires, keeping the key. An expired key works again once its expiry is moved into the future.",
 		Example: "  aiproxy user expire alice --in 30d\n" +
-			"  aiproxy user expire alice --at 2027-01-31\n" +
+			"  aiproxy user expire alice --at 2099-12-31\n" +
 			"  aiproxy user expire alice --never",
 		Args: argsExact("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
