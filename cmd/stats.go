@@ -44,6 +44,11 @@ func runStats(ctx context.Context, app *appContext, out io.Writer, opts statsOpt
 		return err
 	}
 	rows, err := svc.Stats(ctx, admin.StatsQuery{User: opts.User, Since: opts.Since, By: opts.By})
+	if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND && opts.User != "" {
+		// The service does not echo the name (see Service.Stats); the
+		// admin who typed it gets it back.
+		return aiproxy.Errorf(aiproxy.ENOTFOUND, "user %q not found", opts.User)
+	}
 	if err != nil {
 		return err
 	}

@@ -767,8 +767,8 @@ func TestService_Stats_unknownUser(t *testing.T) {
 			rows, err := f.svc.Stats(ctx, tc.q)
 			if tc.wantCode != "" {
 				wantCode(t, fmt.Sprintf("Stats(%+v)", tc.q), err, tc.wantCode)
-				if err != nil && err.Error() != `user "nobody" not found` {
-					t.Errorf("Stats(%+v) error = %q, want %q", tc.q, err, `user "nobody" not found`)
+				if err != nil && err.Error() != "user not found" {
+					t.Errorf("Stats(%+v) error = %q, want %q", tc.q, err, "user not found")
 				}
 				return
 			}
