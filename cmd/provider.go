@@ -78,8 +78,8 @@ func newProviderAddCmd(app *appContext) *cobra.Command {
 		Short: "Store one more key for a provider host",
 		Long: "Store KEY for HOST, creating the host if needed with base URL https://HOST (or --base-url).\n" +
 			"The request path goes unchanged onto the base URL: /openai/v1/chat/completions for\n" +
-			"api.groq.com goes to https://api.groq.com/openai/v1/chat/completions, so a base URL\n" +
-			"holds no /v1 or /openai part.\n" +
+			"api.groq.com goes to https://api.groq.com/openai/v1/chat/completions, so the base URL\n" +
+			"is usually just https://HOST, without the /v1 or /openai that requests carry.\n" +
 			"Give KEY as - to read it from stdin, which keeps it out of the shell history: on a\n" +
 			"terminal, paste the key at the hidden key: prompt and press Enter; from a pipe or\n" +
 			"a file, everything up to the end is the key, less its trailing newline.",
