@@ -1,6 +1,9 @@
 package aiproxy
 
-import "time"
+import (
+	"time"
+	"unicode/utf8"
+)
 
 // User is one person who holds a proxy key. The key itself is never kept:
 // only its hash (in the store) and a hint for listings.
@@ -51,6 +54,10 @@ type Usage struct {
 	TTFB             time.Duration // time to the first response byte; 0 if none
 	Streamed         bool
 	Partial          bool // the stream ended early: client left or upstream cut
+	// Unmetered: a metered endpoint (chat completions, completions,
+	// responses, embeddings, messages) answered without usage that aiproxy
+	// could read.
+	Unmetered bool
 }
 
 // Stats grouping keys accepted by StatsFilter.By.
@@ -87,4 +94,26 @@ type UsageTotals struct {
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
 	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// Bounds of the client-controlled values that aiproxy stores or logs: longer
+// ones are cut (never refused), so that a key holder cannot fill the disk or
+// the log with one request.
+const (
+	MaxModelLen = 256
+	MaxPathLen  = 1024
+	MaxAgentLen = 256
+)
+
+// Clip returns s cut to at most n bytes, on a UTF-8 boundary, with "…"
+// marking a cut.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len("…")
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -19,6 +19,14 @@ const (
 	EFORBIDDEN    = "forbidden"    // not allowed: 403
 	EUNAVAILABLE  = "unavailable"  // database busy or read-only: 503
 	EINTERNAL     = "internal"     // everything else: 500
+
+	// Codes of the proxy path.
+	ETOOLARGE        = "too_large"        // request body over --max-body: 413
+	EUNKNOWNPROVIDER = "unknown_provider" // provider not registered: 404
+	EMETHOD          = "method"           // method not allowed on a route: 405
+	ERATELIMITED     = "rate_limited"     // aiproxy's own throttle: 429
+	EUPSTREAM        = "upstream"         // provider unreachable or unusable: 502
+	ETIMEOUT         = "timeout"          // provider sent no headers in time: 504
 )
 
 // Error is an error whose Message may be shown to the caller as is.

@@ -55,8 +55,7 @@ import (
 
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
-	"github.com/aiproxy/aiproxy/pkg/openai"
-	"github.com/aiproxy/aiproxy/pkg/proxy"
+	"github.com/aiproxy/aiproxy/pkg/httperr"
 )
 
 // Throttle of wrong admin tokens, per client address: a burst of
@@ -232,7 +231,7 @@ func (s *Server) admin(bearer bool, m methods) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var token string
 		if bearer {
-			token, _ = proxy.Bearer(r)
+			token, _ = Bearer(r)
 		} else {
 			token = r.PathValue("token")
 		}
@@ -246,8 +245,7 @@ func (s *Server) admin(bearer bool, m methods) http.HandlerFunc {
 			secs := int((retry + time.Second - 1) / time.Second)
 			setAdminHeaders(w)
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			openai.WriteError(w, http.StatusTooManyRequests, "rate_limited", "rate_limit_error",
-				"too many wrong admin tokens from this address: retry in "+strconv.Itoa(secs)+"s")
+			httperr.Write(w, aiproxy.Errorf(aiproxy.ERATELIMITED, "too many wrong admin tokens from this address: retry in %ds", secs))
 			return
 		}
 		if !ok {
@@ -259,8 +257,7 @@ func (s *Server) admin(bearer bool, m methods) http.HandlerFunc {
 		if !ok {
 			list := strings.Join(allow, ", ")
 			w.Header().Set("Allow", list)
-			openai.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "invalid_request_error",
-				"method "+r.Method+" is not allowed here; use "+list)
+			httperr.Write(w, notAllowed(r.Method, list))
 			return
 		}
 		if err := h(w, r); err != nil {

@@ -810,11 +810,18 @@ func TestAdmin_NoSecrets(t *testing.T) {
 func TestAdmin_Stats(t *testing.T) {
 	t.Parallel()
 	h := newAdminHarness(t)
+	h.createUser("bob") // a user without usage
 	res := h.do("POST", "/v1/chat/completions", chatBody, bearer(h.key))
 	if body := readAll(t, res); res.StatusCode != 200 {
 		t.Fatalf("chat: %d %s", res.StatusCode, body)
 	}
 	h.flushUsage()
+	// An unknown user is an error, not an empty answer.
+	for _, form := range routeForms() {
+		if a := call(h, "GET", form.prefix+"/stats?user=nobody", "", form.hdr); a.status != 404 || !strings.Contains(a.body, `"not_found"`) {
+			t.Errorf("%s: unknown user: status %d %s", form.name, a.status, a.body)
+		}
+	}
 	row := `"requests":1,"errors":0,"partial":0,"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}`
 	tests := []struct {
 		name, query, want string

@@ -7,15 +7,13 @@ import (
 	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
-	"github.com/aiproxy/aiproxy/pkg/openai"
-	"github.com/aiproxy/aiproxy/pkg/proxy"
 )
 
 // me answers GET /me: the caller's name, key hint, expiry and usage.
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
-	key, ok := proxy.Bearer(r)
-	if !ok {
-		s.writeError(w, r, aiproxy.InvalidKey())
+	key, err := userKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	me, err := s.svc.Me(r.Context(), key)
@@ -30,9 +28,9 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 // meReset answers POST /me/reset: a new key for the caller, the old one
 // dead at once.
 func (s *Server) meReset(w http.ResponseWriter, r *http.Request) {
-	key, ok := proxy.Bearer(r)
-	if !ok {
-		s.writeError(w, r, aiproxy.InvalidKey())
+	key, err := userKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	u, err := s.svc.Authenticate(r.Context(), key)
@@ -42,8 +40,7 @@ func (s *Server) meReset(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait := s.resets.take(u.ID); wait > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
-		openai.WriteError(w, http.StatusTooManyRequests, "rate_limited", "rate_limit_error",
-			"this key was reset moments ago; try again later")
+		s.writeError(w, r, aiproxy.Errorf(aiproxy.ERATELIMITED, "this key was reset moments ago; try again later"))
 		return
 	}
 	name, nk, err := s.svc.ResetOwnKey(r.Context(), key)

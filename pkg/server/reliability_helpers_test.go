@@ -299,10 +299,9 @@ type relDialRecorder struct {
 // relTransport returns the proxy's own transport whose dials go through d.
 func (d *relDialRecorder) transport() http.RoundTripper {
 	tr := proxy.NewTransport(proxy.Config{DialTimeout: 5 * time.Second, HeaderTimeout: 10 * time.Second})
-	fallback := tr.Fallback.(*http.Transport)
-	tr.Proxy, fallback.Proxy = nil, nil
-	orig := tr.Dial
-	tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tr.Proxy = nil
+	orig := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d.mu.Lock()
 		d.dialed = append(d.dialed, addr)
 		ok := d.allowed[addr]
@@ -312,7 +311,6 @@ func (d *relDialRecorder) transport() http.RoundTripper {
 		}
 		return orig(ctx, network, addr)
 	}
-	fallback.DialContext = tr.Dial
 	return tr
 }
 

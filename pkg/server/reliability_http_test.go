@@ -94,7 +94,8 @@ func TestHTTP1_HopByHopHeadersDropped(t *testing.T) {
 			if err := json.Unmarshal([]byte(ans[0].body), &e); err != nil {
 				t.Fatalf("echo body %q: %v", ans[0].body, err)
 			}
-			if got := e.Header.Get("Authorization"); got != "Bearer sk-upstream-openai-1" {
+			reqs := h.fake.Requests()
+			if got := reqs[len(reqs)-1].Header.Get("Authorization"); got != "Bearer sk-upstream-openai-1" {
 				t.Errorf("upstream Authorization = %q, want the provider key", got)
 			}
 			for _, name := range []string{"Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Trailer", "Upgrade", "X-Foo", "X-Host-Final"} {
@@ -246,8 +247,9 @@ func TestHTTP3_SmugglingProbes(t *testing.T) {
 						fromUpstream++
 					}
 				}
-				// Let a request the proxy forwarded but did not answer land.
-				time.Sleep(20 * time.Millisecond)
+				// Every proxy handler has returned: whatever the proxy sent
+				// upstream for this connection has been sent.
+				h.inflight.Wait()
 				// A request whose body broke off midway may have reached the
 				// upstream incomplete (it cannot act on it); every complete
 				// one must have been answered to the client, once.
@@ -370,8 +372,9 @@ func TestHTTP5_GzipStreamDecodesToTheSameEvents(t *testing.T) {
 			if got := first + string(rest); got != want {
 				t.Errorf("client decoded:\n%q\nwant:\n%q", got, want)
 			}
-			// The upstream spends 600 ms; the first event must not wait for it.
-			if firstAt > total-300*time.Millisecond {
+			// The upstream spends 600 ms after its first event; the first
+			// event must not wait for the rest (a ratio of this run's times).
+			if firstAt > total/2 {
 				t.Errorf("first event after %v of %v: the stream was buffered", firstAt, total)
 			}
 			h.flushUsage()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,7 +106,7 @@ func TestLIM1_OversizedInputsRejectedCheaply(t *testing.T) {
 				// sending; acceptable, as long as the upstream saw no whole body.
 				t.Logf("client: %v", err)
 			}
-			time.Sleep(50 * time.Millisecond)
+			h.inflight.Wait() // the proxy has sent upstream all it ever will
 			for _, r := range h.fake.Requests()[before:] {
 				if r.BodyComplete {
 					t.Errorf("the upstream received a complete %d-byte body", len(r.Body))
@@ -118,7 +119,8 @@ func TestLIM1_OversizedInputsRejectedCheaply(t *testing.T) {
 
 // TestLIM2_HostileBodiesPassVerbatim: malformed JSON, invalid UTF-8, deep
 // nesting, a 5 MB string, repeated keys and odd stream values reach the
-// upstream byte for byte, the proxy answers, and nothing panics.
+// upstream byte for byte on an unmetered path, are either refused (400) or
+// forwarded byte for byte on a metered one, and nothing panics.
 func TestLIM2_HostileBodiesPassVerbatim(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
@@ -154,6 +156,11 @@ func TestLIM2_HostileBodiesPassVerbatim(t *testing.T) {
 		"only whitespace":         " \r\n\t ",
 		"html":                    "<html><script>alert(1)</script>",
 	}
+	// On an unmetered path every body goes through byte for byte. On a
+	// metered one (chat completions), a body that aiproxy cannot read as
+	// one unambiguous JSON object is refused with 400 before anything goes
+	// upstream (usage could otherwise escape); any other goes through byte
+	// for byte.
 	sent := 0
 	for name, body := range bodies {
 		cts := []string{"application/json", "", "text/plain; charset=utf-8", "application/json; charset=\xff"}
@@ -161,24 +168,33 @@ func TestLIM2_HostileBodiesPassVerbatim(t *testing.T) {
 			cts = cts[:2] // the two that are parsed; big bodies are slow under -race
 		}
 		for _, ct := range cts {
-			sent++
-			t.Run(name+"/"+ct, func(t *testing.T) {
-				// fakeai records the body it received in every mode; echo
-				// also sends it back, which for megabytes is slow under -race.
-				mode := "echo"
-				if len(body) > 64<<10 {
-					mode = "ok"
-				}
-				a := relSend(t, nil, "POST", h.proxy.URL+"/v1/chat/completions", body, relAuth(h.key, "X-Fake-Mode", mode, "Content-Type", ct))
-				if a.status != 200 {
-					t.Fatalf("status %d %.200s", a.status, a.body)
-				}
-				reqs := h.fake.Requests()
-				got := reqs[len(reqs)-1].Body
-				if relSHA(got) != relSHA([]byte(body)) {
-					t.Errorf("the upstream got %d bytes %.80q, want the %d bytes sent", len(got), got, len(body))
-				}
-			})
+			for _, path := range []string{"/v1/moderations", "/v1/chat/completions"} {
+				t.Run(name+"/"+ct+path, func(t *testing.T) {
+					// fakeai records the body it received in every mode; echo
+					// also sends it back, which for megabytes is slow under -race.
+					mode := "echo"
+					if len(body) > 64<<10 {
+						mode = "ok"
+					}
+					before := h.fake.Count()
+					a := relSend(t, nil, "POST", h.proxy.URL+path, body, relAuth(h.key, "X-Fake-Mode", mode, "Content-Type", ct))
+					if a.status == 400 && path == "/v1/chat/completions" {
+						if h.fake.Count() != before {
+							t.Errorf("a refused body went upstream")
+						}
+						return
+					}
+					if a.status != 200 {
+						t.Fatalf("status %d %.200s", a.status, a.body)
+					}
+					sent++
+					reqs := h.fake.Requests()
+					got := reqs[len(reqs)-1].Body
+					if relSHA(got) != relSHA([]byte(body)) {
+						t.Errorf("the upstream got %d bytes %.80q, want the %d bytes sent", len(got), got, len(body))
+					}
+				})
+			}
 		}
 	}
 	relWaitUsage(t, h, int64(sent), 20*time.Second)
@@ -215,7 +231,7 @@ func TestLIM3_LogLinesCannotBeForged(t *testing.T) {
 	for i, raw := range relLIM3Requests(h, token) {
 		before := len(relLogLines(t, h))
 		relRaw(t, relAddr(h), raw, 10*time.Second)
-		time.Sleep(5 * time.Millisecond) // the proxy logs after answering
+		h.inflight.Wait() // the proxy logs after answering, before its handler returns
 		after := relLogLines(t, h)
 		if n := len(after) - before; n > 1 {
 			t.Errorf("request %d added %d log lines, want at most 1: %q", i, n, raw[:min(len(raw), 120)])
@@ -231,12 +247,18 @@ func TestLIM3_LogLinesCannotBeForged(t *testing.T) {
 	var buf syncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	px := proxy.New(h.svc, nil, log, proxy.Config{})
-	srv := httptest.NewServer(server.New(h.svc, px, log, server.Config{AccessToken: token}))
+	textSrv := server.New(h.svc, px, log, server.Config{AccessToken: token})
+	var inflight sync.WaitGroup
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Done()
+		textSrv.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 	for i, raw := range relLIM3Requests(h, token) {
 		before := strings.Count(buf.String(), "\n")
 		relRaw(t, srv.Listener.Addr().String(), raw, 10*time.Second)
-		time.Sleep(5 * time.Millisecond)
+		inflight.Wait() // the request's line is written before its handler returns
 		s := buf.String()
 		if n := strings.Count(s, "\n") - before; n > 1 {
 			t.Errorf("text log: request %d added %d lines, want at most 1", i, n)

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -84,7 +83,7 @@ func TestSSRF1_UnregisteredHostsNeverDialled(t *testing.T) {
 			t.Errorf("X-Host-Final %q: status %d, want 200 (the registered host); body %s", host, a.status, a.body)
 		}
 	}
-	if n := probe.accepted.Load(); n != 0 {
+	if n := probe.settled(t); n != 0 {
 		t.Errorf("the probe on %s accepted %d connections, want 0", probe.addr(), n)
 	}
 	if bad := dials.forbidden(); len(bad) != 0 {
@@ -170,7 +169,7 @@ func TestSSRF2_XHostFinalIsBareHost(t *testing.T) {
 			}
 		})
 	}
-	if n := probe.accepted.Load(); n != 0 {
+	if n := probe.settled(t); n != 0 {
 		t.Errorf("the probe accepted %d connections, want 0", n)
 	}
 	if bad := dials.forbidden(); len(bad) != 0 {
@@ -196,7 +195,7 @@ func TestSSRF3_DenyPrivateUpstreams(t *testing.T) {
 			a := relSend(t, nil, "POST", h.proxy.URL+"/v1/chat/completions", chatBody, relAuth(h.key, "X-Host-Final", "local.test"))
 			if deny {
 				relWantError(t, "probe upstream", a.status, a.header, a.body, 502, "upstream_unreachable")
-				if n := probe.accepted.Load(); n != 0 {
+				if n := probe.settled(t); n != 0 {
 					t.Errorf("the loopback upstream accepted %d connections, want 0", n)
 				}
 			} else if n := probe.accepted.Load(); n != 1 {
@@ -258,7 +257,7 @@ func TestSSRF4_RedirectsNeverFollowed(t *testing.T) {
 			})
 		}
 	}
-	if n := probe.accepted.Load(); n != 0 {
+	if n := probe.settled(t); n != 0 {
 		t.Errorf("the redirect target accepted %d connections, want 0", n)
 	}
 }
@@ -292,8 +291,7 @@ func TestSSRF5_BodyURLsNeverFetched(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(100 * time.Millisecond) // a fetch would have been on its way
-	if n := probe.accepted.Load(); n != 0 {
+	if n := probe.settled(t); n != 0 {
 		t.Errorf("the URL in the body was fetched: the probe accepted %d connections", n)
 	}
 }
@@ -348,16 +346,10 @@ func TestSSRF6_ProviderKeyOnlyToItsHost(t *testing.T) {
 				errs <- fmt.Sprintf("request %d to %s: status %d %s", i, host, res.StatusCode, b)
 				return
 			}
-			if mode == "echo" {
-				var e struct{ Header http.Header }
-				json.Unmarshal([]byte(b), &e)
-				want := "Bearer sk-KA-secret-key-a"
-				if i%2 == 1 {
-					want = "Bearer sk-KB-secret-key-b"
-				}
-				if got := e.Header.Get("Authorization"); got != want {
-					errs <- fmt.Sprintf("request %d to %s: upstream saw Authorization %q, want %q", i, host, got, want)
-				}
+			// What each upstream saw is checked below, on its side; the
+			// echo of it reaches the client with the provider key masked.
+			if strings.Contains(b, "secret-key") {
+				errs <- fmt.Sprintf("request %d to %s: the answer holds a provider key", i, host)
 			}
 		}()
 	}

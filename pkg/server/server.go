@@ -5,6 +5,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,7 +17,7 @@ import (
 
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
-	"github.com/aiproxy/aiproxy/pkg/openai"
+	"github.com/aiproxy/aiproxy/pkg/httperr"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 )
 
@@ -69,16 +70,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				msg = re.Error()
 			}
 			s.log.Error("panic", "path", redactPath(r.URL.Path), "panic", msg, "stack", string(debug.Stack()))
-			openai.WriteError(w, http.StatusInternalServerError, "internal_error", "api_error", "internal error")
+			httperr.Write(w, errors.New("panic"))
 		}
 	}()
-	seg, rest := firstSegment(r.URL.Path)
+	// A proxied answer bounds each write to its client; the next request
+	// on the connection starts without that deadline.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	seg, rest := firstSegment(r.URL.EscapedPath())
 	switch {
 	case seg == "openai" || isVersion(seg):
 		if s.cors(w, r) {
 			return
 		}
-		s.px.Serve(w, r, proxy.Route{})
+		s.proxy(w, r, proxy.Route{})
 		return
 	case r.URL.EscapedPath() != cleanPath(r.URL.EscapedPath()):
 		// The mux would answer with a redirect that repeats the path, admin
@@ -90,14 +94,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case seg == "healthz" || seg == "admin" || seg == "":
-	case s.px.Registered(r.Context(), seg):
+	case !Reserved(seg) && s.px.Registered(r.Context(), seg):
 		if s.cors(w, r) {
 			return
 		}
 		if rest == "" {
 			rest = "/"
 		}
-		s.px.Serve(w, r, proxy.Route{Host: seg, Path: rest})
+		s.proxy(w, r, proxy.Route{Host: seg, Path: rest})
 		return
 	}
 	start := time.Now()
@@ -105,31 +109,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(rec, r)
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "http",
 		slog.String("method", r.Method),
-		slog.String("path", redactPath(r.URL.Path)),
+		slog.String("path", aiproxy.Clip(redactPath(r.URL.Path), aiproxy.MaxPathLen)),
 		slog.Int("status", rec.status),
 		slog.Float64("dur_ms", float64(time.Since(start).Microseconds())/1000))
 }
 
-// firstSegment splits "/a/b/c" into "a" and "/b/c".
-func firstSegment(p string) (string, string) {
-	p = strings.TrimPrefix(p, "/")
-	if i := strings.IndexByte(p, '/'); i >= 0 {
-		return p[:i], p[i:]
+// proxy hands r to the proxy with the user key it presents.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, route proxy.Route) {
+	key, err := userKey(r)
+	if err != nil {
+		refuse(w, r, err)
+		return
 	}
-	return p, ""
-}
-
-// isVersion reports whether seg is "v" followed by one or more digits.
-func isVersion(seg string) bool {
-	if len(seg) < 2 || seg[0] != 'v' {
-		return false
-	}
-	for i := 1; i < len(seg); i++ {
-		if seg[i] < '0' || seg[i] > '9' {
-			return false
-		}
-	}
-	return true
+	route.Key = key
+	s.px.Serve(w, r, route)
 }
 
 // redactPath returns p fit for a log: the admin token (the first segment
@@ -202,15 +195,37 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if err := s.svc.Ping(r.Context()); err != nil {
 		s.log.Error("healthz", "err", err)
-		openai.WriteError(w, http.StatusServiceUnavailable, "unavailable", "api_error", "database does not answer")
+		httperr.Write(w, aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database does not answer"))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// forbidden is the one answer for unknown paths and wrong admin tokens.
+// forbidden is the one answer for unknown paths and wrong admin tokens. It
+// says what the proxy serves, naming no host and nothing of the token.
 func (s *Server) forbidden(w http.ResponseWriter, r *http.Request) {
-	openai.WriteError(w, http.StatusForbidden, "forbidden", "permission_error", "forbidden")
+	msg := forbiddenMsg
+	if s.cfg.AccessToken != "" {
+		msg = forbiddenAdminMsg
+	}
+	refuse(w, r, aiproxy.Errorf(aiproxy.EFORBIDDEN, "%s", msg))
+}
+
+const (
+	forbiddenMsg = "forbidden: this proxy serves /v1/…, /openai/… and /{registered provider host}/… " +
+		"with an aiproxy key, and /me; check the base URL"
+	forbiddenAdminMsg = forbiddenMsg + ", and its admin routes with the admin token"
+)
+
+// refuse answers a request that will not be served. Its body, if any, is
+// never read: the connection closes after the answer, so that a client
+// that announced a body and sends nothing cannot hold the handler.
+func refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	httperr.Write(w, err)
 }
 
 func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
@@ -220,39 +235,22 @@ func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Allow", allow)
-		openai.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "invalid_request_error",
-			"method "+r.Method+" is not allowed here; use "+allow)
+		httperr.Write(w, notAllowed(r.Method, allow))
 	}
+}
+
+// notAllowed is the 405 error; the caller sets Allow.
+func notAllowed(method, allow string) error {
+	return aiproxy.Errorf(aiproxy.EMETHOD, "method %s is not allowed here; use %s", method, allow)
 }
 
 // writeError answers err as OpenAI-shaped JSON with the status its code
 // maps to. Internal errors are logged and shown only as "internal error".
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code, typ := errorStatus(err)
-	if status == http.StatusInternalServerError {
-		s.log.Error("request failed", "path", redactPath(r.URL.Path), "err", err)
+	if httperr.Of(err).Status == http.StatusInternalServerError {
+		s.log.Error("request failed", "path", aiproxy.Clip(redactPath(r.URL.Path), aiproxy.MaxPathLen), "err", err)
 	}
-	openai.WriteError(w, status, code, typ, aiproxy.ErrorMessage(err))
-}
-
-func errorStatus(err error) (int, string, string) {
-	switch aiproxy.ErrorCode(err) {
-	case aiproxy.EINVALID:
-		return http.StatusBadRequest, "invalid_request", "invalid_request_error"
-	case aiproxy.EUNAUTHORIZED:
-		return http.StatusUnauthorized, "invalid_api_key", "authentication_error"
-	case aiproxy.EEXPIRED:
-		return http.StatusUnauthorized, "key_expired", "authentication_error"
-	case aiproxy.EFORBIDDEN:
-		return http.StatusForbidden, "forbidden", "permission_error"
-	case aiproxy.ENOTFOUND:
-		return http.StatusNotFound, "not_found", "invalid_request_error"
-	case aiproxy.ECONFLICT:
-		return http.StatusConflict, "conflict", "invalid_request_error"
-	case aiproxy.EUNAVAILABLE:
-		return http.StatusServiceUnavailable, "unavailable", "api_error"
-	}
-	return http.StatusInternalServerError, "internal_error", "api_error"
+	httperr.Write(w, err)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

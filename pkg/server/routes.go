@@ -1,0 +1,97 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+)
+
+// reservedSegments are the first path segments that aiproxy's own routes
+// claim: never a provider host or alias, never the admin token.
+var reservedSegments = map[string]bool{
+	"openai": true, "me": true, "admin": true, "healthz": true, "metrics": true, "dashboard": true,
+}
+
+// Reserved reports whether seg is a first path segment that routing claims
+// before any provider or admin token: openai, v followed by digits, me,
+// admin, healthz, metrics and dashboard. serve refuses such an admin token.
+func Reserved(seg string) bool {
+	return reservedSegments[seg] || isVersion(seg)
+}
+
+// isVersion reports whether seg is "v" followed by one or more digits.
+func isVersion(seg string) bool {
+	if len(seg) < 2 || seg[0] != 'v' {
+		return false
+	}
+	for i := 1; i < len(seg); i++ {
+		if seg[i] < '0' || seg[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// firstSegment splits "/a/b/c" into "a" and "/b/c".
+func firstSegment(p string) (string, string) {
+	p = strings.TrimPrefix(p, "/")
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i:]
+	}
+	return p, ""
+}
+
+// bearer returns the token of an "Authorization: Bearer TOKEN" value.
+func bearer(v string) (string, bool) {
+	const prefix = "bearer "
+	if len(v) <= len(prefix) || !strings.EqualFold(v[:len(prefix)], prefix) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(prefix):]), true
+}
+
+// Bearer returns the token of the request's one Authorization: Bearer
+// header.
+func Bearer(r *http.Request) (string, bool) {
+	hv := r.Header.Values("Authorization")
+	if len(hv) != 1 {
+		return "", false
+	}
+	return bearer(hv[0])
+}
+
+// keyHeaders are the headers a user key may come in, in order of
+// precedence: what the OpenAI, Anthropic, Azure and Gemini SDKs send.
+var keyHeaders = []string{"X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
+
+// userKey returns the user key the request presents: Authorization: Bearer
+// first, then x-api-key, api-key and x-goog-api-key. Two different user
+// keys, or one header given twice, are refused. A key in the query string
+// never counts.
+func userKey(r *http.Request) (string, error) {
+	var key string
+	if hv := r.Header.Values("Authorization"); len(hv) > 0 {
+		k, ok := bearer(hv[0])
+		if len(hv) > 1 || !ok {
+			return "", aiproxy.InvalidKey()
+		}
+		key = k
+	}
+	for _, name := range keyHeaders {
+		hv := r.Header.Values(name)
+		if len(hv) > 1 {
+			return "", aiproxy.InvalidKey()
+		}
+		if len(hv) == 0 || !strings.HasPrefix(hv[0], "sk-cfw") {
+			continue // another service's key: not aiproxy's to read
+		}
+		switch v := strings.TrimSpace(hv[0]); {
+		case key == "":
+			key = v
+		case v != key:
+			return "", aiproxy.InvalidKey()
+		}
+	}
+	return key, nil
+}
