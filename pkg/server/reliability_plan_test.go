@@ -77,7 +77,9 @@ func TestPLAN1_UsageRecordedExactlyOnce(t *testing.T) {
 	}
 	total := int64(perKind * len(kinds))
 	relWaitUsage(t, h, total, 20*time.Second)
-	time.Sleep(100 * time.Millisecond) // a duplicate would land now
+	// flushUsage waits for every handler to return and closes the
+	// recorder: a duplicate recorded until then is in the rows below, and
+	// one that came later would be dropped, which is checked after them.
 	h.flushUsage()
 	rows := h.stats("")
 	if len(rows) != 1 {
@@ -89,6 +91,9 @@ func TestPLAN1_UsageRecordedExactlyOnce(t *testing.T) {
 		r.PromptTokens != withUsage*fakeai.PromptTokens || r.CompletionTokens != withUsage*fakeai.CompletionTokens {
 		t.Errorf("totals = %+v, want %d requests, %d partial, %d errors, %d/%d tokens",
 			r, total, 2*perKind, perKind, withUsage*fakeai.PromptTokens, withUsage*fakeai.CompletionTokens)
+	}
+	if n := h.rec.Dropped(); n != 0 {
+		t.Errorf("%d usage records came after every handler had returned (a duplicate, or one recorded late)", n)
 	}
 }
 
