@@ -27,6 +27,12 @@ const (
 	ERATELIMITED     = "rate_limited"     // aiproxy's own throttle: 429
 	EUPSTREAM        = "upstream"         // provider unreachable or unusable: 502
 	ETIMEOUT         = "timeout"          // provider sent no headers in time: 504
+
+	// Codes of per-user limits (CONTRACT section 5).
+	ELIMIT     = "limit"      // over --rpm, --tpm or --concurrent: 429 rate_limit_exceeded
+	EQUOTA     = "quota"      // over --tokens or --spend: 429 insufficient_quota
+	EMODEL     = "model"      // model not in --models: 403 model_not_allowed
+	ENOTPRICED = "not_priced" // spend limit and a model without a price: 403 model_not_priced
 )
 
 // Error is an error whose Message may be shown to the caller as is.

@@ -31,6 +31,10 @@ var table = map[string]Answer{
 	aiproxy.EUPSTREAM:        {http.StatusBadGateway, "upstream_unreachable", "api_error"},
 	aiproxy.ETIMEOUT:         {http.StatusGatewayTimeout, "upstream_timeout", "api_error"},
 	aiproxy.EUNAVAILABLE:     {http.StatusServiceUnavailable, "unavailable", "api_error"},
+	aiproxy.ELIMIT:           {http.StatusTooManyRequests, "rate_limit_exceeded", "rate_limit_error"},
+	aiproxy.EQUOTA:           {http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota"},
+	aiproxy.EMODEL:           {http.StatusForbidden, "model_not_allowed", "permission_error"},
+	aiproxy.ENOTPRICED:       {http.StatusForbidden, "model_not_priced", "permission_error"},
 }
 
 var internal = Answer{http.StatusInternalServerError, "internal_error", "api_error"}
