@@ -76,10 +76,6 @@ func newServeCmd(app *appContext) *cobra.Command {
 	return c
 }
 
-// reservedTokens are first path segments that routing claims before the
-// admin token: a token equal to one would never be reached.
-var reservedTokens = []string{"openai", "admin", "me", "healthz"}
-
 // resolveServe checks serve's options and turns them, with OPENAI_API_KEY
 // and the other variables serve reads, into its config. tokenOnArgv says
 // whether --access-token was on the command line.
@@ -225,14 +221,8 @@ func checkToken(token string) error {
 	if strings.ContainsAny(token, "/?#% \t\r\n") {
 		return aiproxy.Errorf(aiproxy.EINVALID, "access token must not contain / ? # %% or spaces")
 	}
-	seg := strings.ToLower(token)
-	for _, r := range reservedTokens {
-		if seg == r {
-			return aiproxy.Errorf(aiproxy.EINVALID, "access token %q collides with the route /%s: choose another", token, r)
-		}
-	}
-	if len(seg) > 1 && seg[0] == 'v' && strings.Trim(seg[1:], "0123456789") == "" {
-		return aiproxy.Errorf(aiproxy.EINVALID, "access token collides with the proxy route /%s: choose another", token)
+	if aiproxy.Reserved(strings.ToLower(token)) {
+		return aiproxy.Errorf(aiproxy.EINVALID, "access token collides with the route /%s: choose another", token)
 	}
 	if strings.ContainsAny(token, ".:") {
 		return aiproxy.Errorf(aiproxy.EINVALID, "access token must not contain . or : (it could be taken for a provider host)")

@@ -532,12 +532,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 // timer and the client's write deadline. (ReverseProxy flushes the headers
 // of an event stream at once, and each event as it is written.)
 type responseBody struct {
-	x       *exchange
-	res     *http.Response
-	r       io.Reader
-	c       io.Closer
-	idle    time.Duration
-	write   time.Duration
+	x     *exchange
+	res   *http.Response
+	r     io.Reader
+	c     io.Closer
+	idle  time.Duration
+	write time.Duration
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {

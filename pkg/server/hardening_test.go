@@ -280,11 +280,11 @@ func TestUnreadableEncoding_Refused(t *testing.T) {
 func TestMeteredBody_AmbiguousRefused(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	for name, body := range map[string]string{
-		"duplicate stream":         `{"model":"m","stream":false,"stream":true}`,
+		"duplicate stream":          `{"model":"m","stream":false,"stream":true}`,
 		"stream_options not object": `{"model":"m","stream":true,"stream_options":"x"}`,
-		"invalid utf-8":            "{\"model\":\"m\xff\",\"stream\":true}",
-		"not an object":            `[1]`,
-		"trailing data":            `{"model":"m"}{"stream":true}`,
+		"invalid utf-8":             "{\"model\":\"m\xff\",\"stream\":true}",
+		"not an object":             `[1]`,
+		"trailing data":             `{"model":"m"}{"stream":true}`,
 	} {
 		req, _ := http.NewRequest("POST", h.proxy.URL+"/v1/chat/completions", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+h.key)

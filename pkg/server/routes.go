@@ -7,32 +7,6 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 )
 
-// reservedSegments are the first path segments that aiproxy's own routes
-// claim: never a provider host or alias, never the admin token.
-var reservedSegments = map[string]bool{
-	"openai": true, "me": true, "admin": true, "healthz": true, "metrics": true, "dashboard": true,
-}
-
-// Reserved reports whether seg is a first path segment that routing claims
-// before any provider or admin token: openai, v followed by digits, me,
-// admin, healthz, metrics and dashboard. serve refuses such an admin token.
-func Reserved(seg string) bool {
-	return reservedSegments[seg] || isVersion(seg)
-}
-
-// isVersion reports whether seg is "v" followed by one or more digits.
-func isVersion(seg string) bool {
-	if len(seg) < 2 || seg[0] != 'v' {
-		return false
-	}
-	for i := 1; i < len(seg); i++ {
-		if seg[i] < '0' || seg[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // firstSegment splits "/a/b/c" into "a" and "/b/c".
 func firstSegment(p string) (string, string) {
 	p = strings.TrimPrefix(p, "/")

@@ -78,7 +78,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	seg, rest := firstSegment(r.URL.EscapedPath())
 	switch {
-	case seg == "openai" || isVersion(seg):
+	case seg == "openai" || aiproxy.IsVersion(seg):
 		if s.cors(w, r) {
 			return
 		}
@@ -94,7 +94,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case seg == "healthz" || seg == "admin" || seg == "":
-	case !Reserved(seg) && s.px.Registered(r.Context(), seg):
+	case !aiproxy.Reserved(seg) && s.px.Registered(r.Context(), seg):
 		if s.cors(w, r) {
 			return
 		}
@@ -138,7 +138,7 @@ func redactPath(p string) string {
 	if first == "me" && p != "/me" && p != "/me/reset" || first == "healthz" && p != "/healthz" {
 		return "/" + first + "/***" // no such route: whatever follows may be a secret
 	}
-	if first == "me" || first == "healthz" || first == "" || first == "openai" || isVersion(first) {
+	if first == "me" || first == "healthz" || first == "" || first == "openai" || aiproxy.IsVersion(first) {
 		return p
 	}
 	if first != "admin" {
