@@ -321,16 +321,6 @@ func (e *env) startServe(extra ...string) (*serveProc, string, error) {
 	return s, first, nil
 }
 
-// waitDone waits up to d for the process to exit and reports whether it did.
-func (s *serveProc) waitDone(d time.Duration) bool {
-	select {
-	case <-s.done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
 func (s *serveProc) exited() bool {
 	select {
 	case <-s.done:

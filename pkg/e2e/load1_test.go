@@ -327,6 +327,16 @@ func TestLOAD1_ManyOpenStreams(t *testing.T) {
 	t.Logf("LOAD-1 goroutines at %d open streams: %d (%.2f per stream)", n, g, float64(g)/float64(n))
 }
 
+// waitDone waits up to d for the process to exit and reports whether it did.
+func (s *serveProc) waitDone(d time.Duration) bool {
+	select {
+	case <-s.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
 // goroutinesAtQuit stops serve with SIGQUIT (GOTRACEBACK=all) and counts
 // the goroutines in its dump.
 func goroutinesAtQuit(t *testing.T, srv *serveProc) int {

@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -64,10 +63,7 @@ func binary(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		binPath = filepath.Join(buildDir, "aiproxy")
-		if runtime.GOOS == "windows" {
-			binPath += ".exe"
-		}
+		binPath = filepath.Join(buildDir, "aiproxy") // unix only: no .exe
 		args := []string{"build", "-o", binPath}
 		if raceEnabled {
 			args = append(args, "-race")

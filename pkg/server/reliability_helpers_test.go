@@ -237,18 +237,6 @@ func relLogLines(t *testing.T, h *harness) []map[string]any {
 	return out
 }
 
-// relCountMsg counts log entries with msg.
-func relCountMsg(t *testing.T, h *harness, msg string) int {
-	t.Helper()
-	n := 0
-	for _, m := range relLogLines(t, h) {
-		if m["msg"] == msg {
-			n++
-		}
-	}
-	return n
-}
-
 // relWaitMsg waits until the log has at least n entries with msg.
 func relWaitMsg(t *testing.T, h *harness, msg string, n int, timeout time.Duration) {
 	t.Helper()

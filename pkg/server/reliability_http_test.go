@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"io"
 	"math/rand/v2"
@@ -471,11 +470,4 @@ func TestHTTP6_ProxyErrorsAreOpenAIJSON(t *testing.T) {
 		}
 	})
 	relNoPanicLogged(t, h)
-}
-
-// relCtx is a short-lived context for one test step.
-func relCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
