@@ -54,6 +54,9 @@ type Usage struct {
 	TTFB             time.Duration // time to the first response byte; 0 if none
 	Streamed         bool
 	Partial          bool // the stream ended early: client left or upstream cut
+	// CostUSD is what the request cost at the price in force when it ended;
+	// nil for an unpriced model or unknown usage.
+	CostUSD *float64
 	// Unmetered: a metered endpoint (chat completions, completions,
 	// responses, embeddings, messages) answered without usage that aiproxy
 	// could read.
