@@ -317,16 +317,15 @@ func TestSTR2_ClientLeavingCancelsUpstream(t *testing.T) {
 // goroutines and file descriptors where they were, and the proxy working.
 func TestSTR3_AbortedStreamsLeakNothing(t *testing.T) {
 	// Not parallel: it counts the process's goroutines and descriptors.
+	// A fixed count, each request bounded by run's waits: 1000 under the
+	// race detector (about 10 s on two cores), where a leak of one
+	// goroutine in fifty aborts still shows.
 	n := 2000
+	if relRace {
+		n = 1000
+	}
 	if testing.Short() {
 		n = 200
-	}
-	budget := 20 * time.Second
-	if relRace {
-		budget = 10 * time.Second
-	}
-	if d, ok := t.Deadline(); ok && time.Until(d) < 2*budget {
-		budget = time.Until(d) / 3
 	}
 	h := newHarness(t, harnessOpts{})
 	client := relNoKeepAlive()
@@ -350,7 +349,7 @@ func TestSTR3_AbortedStreamsLeakNothing(t *testing.T) {
 
 	start := time.Now()
 	done := 0
-	for done < n && time.Since(start) < budget {
+	for done < n {
 		run(done)
 		done++
 	}
@@ -358,9 +357,6 @@ func TestSTR3_AbortedStreamsLeakNothing(t *testing.T) {
 	// the middle of the answer.
 	var cancelled atomic.Int32
 	for i := range n / 4 {
-		if time.Since(start) > budget+5*time.Second {
-			break
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(3000))*time.Microsecond)
 		req, _ := http.NewRequestWithContext(ctx, "POST", h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody))
 		req.Header = relAuth(h.key, "X-Fake-Mode", []string{"ok", "sse:3:1"}[i%2])
@@ -373,9 +369,6 @@ func TestSTR3_AbortedStreamsLeakNothing(t *testing.T) {
 		cancel()
 	}
 	t.Logf("%d aborted requests in %v; %d of %d random cancellations hit", done, time.Since(start), cancelled.Load(), n/4)
-	if done < n/10 {
-		t.Errorf("only %d aborted requests ran within %v", done, budget)
-	}
 	// The proxy still answers, through the same store and cache.
 	if a := relSend(t, client, "POST", h.proxy.URL+"/v1/chat/completions", chatBody, relAuth(h.key)); a.status != 200 {
 		t.Errorf("after the aborts: status %d %s", a.status, a.body)
