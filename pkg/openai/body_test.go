@@ -32,7 +32,13 @@ func TestBodyScanner(t *testing.T) {
 		{"not JSON", `<html>502 Bad Gateway</html>`, 4 << 20, usageJSON{}},
 		{"truncated", `{"model":"m","usage":{"prompt_tokens":1}`, 4 << 20, usageJSON{}},
 		{"array", `[{"usage":{"prompt_tokens":1}}]`, 4 << 20, usageJSON{}},
-		{"longer than limit", `{"model":"m","usage":{"prompt_tokens":1}}`, 20, usageJSON{}},
+		{"longer than keep: model from the head", `{"model":"m","usage":{"prompt_tokens":1}}`, 20, usageJSON{Model: m("m")}},
+		{"longer than keep: usage from the tail", `{"model":"m","data":"` + strings.Repeat("x", 100) + `","usage":{"prompt_tokens":1}}`, 32,
+			usageJSON{Model: m("m"), PromptTokens: ptr(1)}},
+		{"longer than keep: quoted usage in a string", `{"model":"m","data":"` + strings.Repeat("x", 100) + `\"usage\":{\"prompt_tokens\":9}"}`, 32,
+			usageJSON{Model: m("m")}},
+		{"anthropic, long", `{"type":"message","model":"claude-x","content":[{"type":"text","text":"` + strings.Repeat("y", 200) + `"}],"usage":{"input_tokens":5,"output_tokens":3}}`, 40,
+			usageJSON{Model: m("claude-x"), PromptTokens: ptr(5), CompletionTokens: ptr(3), TotalTokens: ptr(8)}},
 		{"exactly the limit", `{"usage":{"prompt_tokens":1}}`, 29, usageJSON{PromptTokens: ptr(1)}},
 		{"empty", ``, 4 << 20, usageJSON{}},
 	}
@@ -70,14 +76,36 @@ func TestBodyScannerKeepsNoNonJSON(t *testing.T) {
 	if _, err := b.Read(buf); err != nil {
 		t.Fatal(err)
 	}
-	if b.buf != nil {
-		t.Errorf("kept %d bytes of a body that is not JSON", len(b.buf))
+	if b.head != nil || b.tail != nil {
+		t.Errorf("kept %d bytes of a body that is not JSON", len(b.head)+len(b.tail))
 	}
 	if got, err := readAll(b, 512); err != nil || !bytes.Equal(append(buf, got...), audio) {
 		t.Errorf("the body changed, or %v", err)
 	}
 	if b.Usage().Known() {
 		t.Errorf("Usage() of audio is known")
+	}
+}
+
+// A large JSON answer is not held whole: what the scanner keeps stays
+// bounded by its keep size, and the usage at the end is still read.
+func TestBodyScanner_LargeBodyKeepsHeadAndTailOnly(t *testing.T) {
+	body := `{"model":"m","data":[` + strings.Repeat(`{"embedding":[0.1,0.2]},`, 200000) + `{}],"usage":{"prompt_tokens":8,"total_tokens":8}}`
+	b := NewBodyScanner(readCloser{strings.NewReader(body)}, 64<<10)
+	buf := make([]byte, 32<<10)
+	most := 0
+	for {
+		_, err := b.Read(buf)
+		most = max(most, cap(b.head)+cap(b.tail))
+		if err != nil {
+			break
+		}
+	}
+	if most > 3*64<<10 {
+		t.Errorf("kept up to %d bytes of a %d-byte body", most, len(body))
+	}
+	if u := b.Usage(); u.PromptTokens == nil || *u.PromptTokens != 8 || u.Model != "m" {
+		t.Errorf("Usage() = %+v", toJSON(u))
 	}
 }
 

@@ -516,7 +516,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 			res.ContentLength = -1
 		}
 	} else {
-		s := openai.NewBodyScanner(res.Body, 4<<20)
+		s := openai.NewBodyScanner(res.Body, 64<<10)
 		body.r, x.scanner = s, s
 	}
 	body.r = scrub.NewReader(body.r, x.key)
