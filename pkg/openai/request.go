@@ -29,13 +29,14 @@ type RequestInfo struct {
 // reqScan is InspectRequest's result plus where the parts that
 // InjectIncludeUsage edits are.
 type reqScan struct {
-	info           RequestInfo
-	open           int  // just after the top-level '{'
-	opt            kind // the first byte of "stream_options"; 0 when absent
-	optVal, optEnd int  // its value
-	optMembers     int  // how many members it has when it is an object
-	incs           int  // how many of them are "include_usage"
-	incVal, incEnd int  // the value of that one
+	info               RequestInfo
+	open               int  // just after the top-level '{'
+	modelVal, modelEnd int  // the value of "model"
+	opt                kind // the first byte of "stream_options"; 0 when absent
+	optVal, optEnd     int  // its value
+	optMembers         int  // how many members it has when it is an object
+	incs               int  // how many of them are "include_usage"
+	incVal, incEnd     int  // the value of that one
 }
 
 // InspectRequest reads the top-level "model", "stream" and
@@ -66,7 +67,7 @@ func scanRequest(body []byte) reqScan {
 		case "model":
 			models++
 			var v str
-			_, _, err = m.decode(&v)
+			r.modelVal, r.modelEnd, err = m.decode(&v)
 			if r.info.Model = v.s; !v.ok {
 				problem(`"model" is not a string`)
 			}
@@ -182,6 +183,22 @@ func InjectIncludeUsage(body []byte) ([]byte, bool) {
 	default:
 		return splice(body, r.incVal, r.incEnd, "true"), true
 	}
+}
+
+// ReplaceModel returns body with its top-level "model" set to model, every
+// other byte unchanged (model routing: "groq/llama-3.3-70b" goes to Groq as
+// "llama-3.3-70b"). It reports false, and returns body as it is, when the
+// body has a problem or no string model.
+func ReplaceModel(body []byte, model string) ([]byte, bool) {
+	r := scanRequest(body)
+	if r.info.Problem != "" || r.modelEnd == 0 {
+		return body, false
+	}
+	q, err := json.Marshal(model)
+	if err != nil {
+		return body, false
+	}
+	return splice(body, r.modelVal, r.modelEnd, string(q)), true
 }
 
 // splice returns a new slice: s with s[i:j] replaced by ins.

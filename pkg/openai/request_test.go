@@ -223,3 +223,22 @@ func checkInjected(t *testing.T, in, out []byte) {
 		t.Fatalf("InjectIncludeUsage(%q) changed other members (-in +out):\n%s", in, diff)
 	}
 }
+
+// Model routing rewrites the model and nothing else.
+func TestReplaceModel_OnlyTheModelChanges(t *testing.T) {
+	for _, tc := range []struct{ in, model, want string }{
+		{`{"model":"groq/llama","messages":[]}`, "llama", `{"model":"llama","messages":[]}`},
+		{`{ "stream":true , "model" : "a/b" }`, "b", `{ "stream":true , "model" : "b" }`},
+		{`{"model":"x/y\u00e9"}`, "y\"é", `{"model":"y\"é"}`},
+	} {
+		got, ok := ReplaceModel([]byte(tc.in), tc.model)
+		if !ok || string(got) != tc.want {
+			t.Errorf("ReplaceModel(%s, %q) = %s, %v; want %s", tc.in, tc.model, got, ok, tc.want)
+		}
+	}
+	for _, in := range []string{`{"messages":[]}`, `{"model":1}`, `{"model":"a","model":"b"}`, `[]`} {
+		if got, ok := ReplaceModel([]byte(in), "m"); ok || string(got) != in {
+			t.Errorf("ReplaceModel(%s) = %s, %v; want it unchanged and false", in, got, ok)
+		}
+	}
+}
