@@ -15,6 +15,9 @@ type User struct {
 	ExpiresAt  *time.Time `json:"expires_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	Requests   int64      `json:"requests"`
+	// Limits are the user's limits with what the current periods used
+	// (limits.go); filled by admin listings, zero elsewhere.
+	Limits LimitsView `json:"limits"`
 }
 
 // Expired reports whether the user's key has expired at now.
@@ -24,6 +27,8 @@ func (u *User) Expired(now time.Time) bool {
 
 // Provider is an upstream host with its base URL and the keys that may be
 // used for it. Keys stay inside the process: they have no JSON form.
+// Alias, APIRoot, Auth and Headers are the settings of CONTRACT section 6
+// (see provider.go); JSON shows an empty Alias as null.
 type Provider struct {
 	ID          int64    `json:"-"`
 	Host        string   `json:"host"`
@@ -31,6 +36,23 @@ type Provider struct {
 	KeyCount    int      `json:"keys"`
 	KeyHints    []string `json:"key_hints"`
 	InjectUsage bool     `json:"inject_usage"`
+	// Alias is another name for the provider ("groq"), usable wherever Host
+	// is; empty when none.
+	Alias string `json:"alias"`
+	// APIRoot is the path under BaseURL where the provider's OpenAI-style
+	// API starts: "/v1", "/openai/v1" for Groq.
+	APIRoot string `json:"api_root"`
+	// Auth is the header scheme the provider takes its key in: AuthBearer,
+	// AuthXAPIKey, AuthAPIKey or AuthGoogAPIKey.
+	Auth string `json:"auth"`
+	// Headers are sent with every request to the provider (canonical
+	// names); never nil in a listing. Read-only once returned by the store.
+	Headers map[string]string `json:"headers"`
+	// KeyStates are the states of the keys, in the order of KeyHints.
+	KeyStates []KeyState `json:"key_states"`
+	// Version changes whenever an admin touches the provider (any add, set
+	// or remove for its host), which also makes every key usable again.
+	Version int64 `json:"-"`
 	// Keys holds the provider's secret keys. It is filled only for the proxy
 	// and never marshalled.
 	Keys []string `json:"-"`
@@ -57,6 +79,13 @@ type Usage struct {
 	// CostUSD is what the request cost at the price in force when it ended;
 	// nil for an unpriced model or unknown usage.
 	CostUSD *float64
+	// ChargedTokens and ChargedMicroUSD are what pkg/limits charged the
+	// request against the user's budgets (Reservation.Settle), when the
+	// request had a reservation; 0 otherwise. They differ from the usage
+	// above when it could not be read: the reservation is charged then
+	// (budgets fail closed). Stored, so that a restart rebuilds the counters.
+	ChargedTokens   int64
+	ChargedMicroUSD int64
 	// Unmetered: a metered endpoint (chat completions, completions,
 	// responses, embeddings, messages) answered without usage that aiproxy
 	// could read.
@@ -89,6 +118,11 @@ type StatsRow struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	TotalTokens      int64
+	// CostUSD is the sum of the group's stored costs (whole micro-dollars);
+	// nil when no record of the group was priced.
+	CostUSD *float64
+	// Unmetered counts the group's metered requests answered without usage.
+	Unmetered int64
 }
 
 // UsageTotals is a user's own usage, as shown by GET /me.

@@ -34,14 +34,17 @@ type cache struct {
 	version int64     // the auth_version the maps are valid for; -1: none yet
 	gen     uint64    // bumped each time the maps are emptied
 
-	users     map[string]aiproxy.User
-	providers map[string]providerEntry
+	users map[string]aiproxy.User
+	// providers holds the whole provider table under the key "" (a map so
+	// that lookup serves it): a name that is no provider is answered from
+	// it, so garbage /{host}/ paths neither query nor fill memory.
+	providers map[string]*providerTable
 	// Loads in flight, by key: a request that misses while another one
 	// loads the same key waits for that load instead of querying too, so a
 	// commit that empties the cache under load costs one query per key,
 	// not one per request.
 	userLoads     map[string]*load[aiproxy.User]
-	providerLoads map[string]*load[providerEntry]
+	providerLoads map[string]*load[*providerTable]
 
 	// used holds the user keys looked up since the last change; after a
 	// change, refreshStmt reloads the cached ones among them in one query
@@ -62,13 +65,6 @@ type load[T any] struct {
 	done chan struct{}
 	v    T
 	err  error
-}
-
-// providerEntry is a cached provider, or the fact that a host is not one
-// (a garbage /{host}/ path or a fallback provider must not cost a query).
-type providerEntry struct {
-	p       aiproxy.Provider
-	missing bool
 }
 
 func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
@@ -200,9 +196,9 @@ func (h hashScanner) Scan(dest ...any) error {
 func (c *cache) reset() {
 	c.gen++
 	c.users = map[string]aiproxy.User{}
-	c.providers = map[string]providerEntry{}
+	c.providers = map[string]*providerTable{}
 	c.userLoads = map[string]*load[aiproxy.User]{}
-	c.providerLoads = map[string]*load[providerEntry]{}
+	c.providerLoads = map[string]*load[*providerTable]{}
 	c.used = map[string]struct{}{}
 }
 
@@ -282,28 +278,15 @@ func (c *cache) user(ctx context.Context, keyHash string, load func() (aiproxy.U
 		func(_ aiproxy.User, err error) bool { return err == nil }, load)
 }
 
-// provider is user's twin for providers by host; a host that is not
-// registered (ENOTFOUND) is remembered too, until the next change.
-func (c *cache) provider(ctx context.Context, host string, load func() (aiproxy.Provider, error)) (aiproxy.Provider, error) {
+// providerTable returns the cached provider table (hosts, aliases, keys),
+// loading it with load after each change, once for all the callers that
+// miss at the same time.
+func (c *cache) providerTable(ctx context.Context, load func() (*providerTable, error)) (*providerTable, error) {
 	c.mu.Lock()
 	if err := c.sync(ctx); err != nil {
 		c.mu.Unlock()
-		return aiproxy.Provider{}, err
+		return nil, err
 	}
-	e, err := lookup(ctx, c, c.providers, c.providerLoads, host,
-		func(_ providerEntry, err error) bool { return err == nil },
-		func() (providerEntry, error) {
-			p, err := load()
-			if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
-				return providerEntry{missing: true}, nil
-			}
-			return providerEntry{p: p}, err
-		})
-	if err != nil {
-		return aiproxy.Provider{}, err
-	}
-	if e.missing {
-		return aiproxy.Provider{}, aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", host)
-	}
-	return e.p, nil
+	return lookup(ctx, c, c.providers, c.providerLoads, "",
+		func(_ *providerTable, err error) bool { return err == nil }, load)
 }

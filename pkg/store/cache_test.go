@@ -301,10 +301,17 @@ func TestCache_UsageWritesKeepTheCache(t *testing.T) {
 
 	var loads atomic.Int64
 	provider := func() (aiproxy.Provider, error) {
-		return serve.cache.provider(ctx, host, func() (aiproxy.Provider, error) {
+		tab, err := serve.cache.providerTable(ctx, func() (*providerTable, error) {
 			loads.Add(1)
-			return serve.providerByHost(ctx, host)
+			return serve.loadProviderTable(ctx)
 		})
+		if err != nil {
+			return aiproxy.Provider{}, err
+		}
+		if p, ok, err := tab.find(host); ok {
+			return p, err
+		}
+		return aiproxy.Provider{}, aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", host)
 	}
 	gen := func() uint64 {
 		serve.cache.mu.Lock()

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -18,8 +19,13 @@ type ProviderKey struct {
 	// BaseURL, or DefaultBaseURL when BaseURL is empty.
 	BaseURL, DefaultBaseURL string
 	// InjectUsage, when not nil, sets the host's flag (a new host: true).
-	InjectUsage              *bool
-	Secret, KeyHash, KeyHint string
+	InjectUsage *bool
+	// Alias, APIRoot and Auth, when set, set the host's (Alias checked as in
+	// SetProvider); a new host without them gets no alias, DefaultAPIRoot
+	// and DefaultAuth. All are in canonical form (pkg/aiproxy).
+	Alias, APIRoot, Auth        string
+	DefaultAPIRoot, DefaultAuth string
+	Secret, KeyHash, KeyHint    string
 }
 
 // AddProviderKey stores one more key for a host, creating the host when it
@@ -53,9 +59,13 @@ func (d *DB) AddProviderKey(ctx context.Context, k ProviderKey, now time.Time) e
 			if k.InjectUsage != nil {
 				inject = *k.InjectUsage
 			}
+			if err := checkNewHost(ctx, tx, host); err != nil {
+				return err
+			}
+			root, auth := cmp.Or(k.APIRoot, k.DefaultAPIRoot, aiproxy.DefaultAPIRoot), cmp.Or(k.Auth, k.DefaultAuth, aiproxy.AuthBearer)
 			err = tx.QueryRowContext(ctx,
-				"INSERT INTO providers (host, base_url, inject_usage, created_at) VALUES (?, ?, ?, ?) RETURNING id",
-				host, baseURL, inject, ms(now)).Scan(&id)
+				"INSERT INTO providers (host, base_url, inject_usage, api_root, auth, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+				host, baseURL, inject, root, auth, ms(now)).Scan(&id)
 			if err != nil {
 				return err
 			}
@@ -70,6 +80,14 @@ func (d *DB) AddProviderKey(ctx context.Context, k ProviderKey, now time.Time) e
 				if _, err := tx.ExecContext(ctx, "UPDATE providers SET inject_usage = ? WHERE id = ?", *k.InjectUsage, id); err != nil {
 					return err
 				}
+			}
+			if err := setRootAndAuth(ctx, tx, id, k.APIRoot, k.Auth); err != nil {
+				return err
+			}
+		}
+		if k.Alias != "" {
+			if err := setAlias(ctx, tx, id, host, k.Alias); err != nil {
+				return err
 			}
 		}
 		// The row id is part of the sealed key's associated data, so it is
@@ -135,11 +153,21 @@ func (d *DB) ListProviders(ctx context.Context) ([]aiproxy.Provider, error) {
 	return d.providers(ctx)
 }
 
-// ProviderByHost returns host with its secret keys, for the proxy.
-// It returns ENOTFOUND for an unknown host.
-func (d *DB) ProviderByHost(ctx context.Context, host string) (aiproxy.Provider, error) {
-	p, err := d.cache.provider(ctx, host, func() (aiproxy.Provider, error) { return d.providerByHost(ctx, host) })
-	return p, dbError(err)
+// ProviderByHost returns the provider whose host or alias is name (an
+// alias in any case), with its secret keys, for the proxy: the canonical
+// provider, whichever name found it. name is a normalised host[:port] (see
+// aiproxy.NormalizeHost) or an alias. It answers from the cache, which holds
+// the whole provider table, so an unknown name costs no query and no
+// memory. It returns ENOTFOUND for an unknown name.
+func (d *DB) ProviderByHost(ctx context.Context, name string) (aiproxy.Provider, error) {
+	t, err := d.cache.providerTable(ctx, func() (*providerTable, error) { return d.loadProviderTable(ctx) })
+	if err != nil {
+		return aiproxy.Provider{}, dbError(err)
+	}
+	if p, ok, err := t.find(name); ok {
+		return p, err
+	}
+	return aiproxy.Provider{}, aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", name)
 }
 
 func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider, error) {
@@ -160,7 +188,8 @@ func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider,
 // providerQuery selects providers with their key hints and sealed keys,
 // one row per key (one with NULL key columns for a provider without keys).
 // Callers add the WHERE and ORDER BY clauses.
-const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, k.id, k.key_hint, k.secret
+const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, p.alias, p.api_root, p.auth, p.headers,
+		k.id, k.key_hint, k.secret
 		FROM providers p LEFT JOIN provider_keys k ON k.provider_id = p.id`
 
 // providers lists every provider with its key hints, in one ordered join.
@@ -176,18 +205,38 @@ func (d *DB) providers(ctx context.Context) ([]aiproxy.Provider, error) {
 // host. With a key it unseals the provider keys, as the cache loads them;
 // without one (listings) they are not read at all.
 func scanProviders(rows *sql.Rows, key *seal.Key) ([]aiproxy.Provider, error) {
+	out, broken, err := scanProviderRows(rows, key)
+	if err == nil {
+		for _, e := range broken {
+			return nil, e
+		}
+	}
+	return out, err
+}
+
+// scanProviderRows is scanProviders that goes on past a key that does not
+// unseal: broken maps the index in the result of each such provider to its
+// error, so that one damaged row does not take the other providers down.
+func scanProviderRows(rows *sql.Rows, key *seal.Key) (out []aiproxy.Provider, broken map[int]error, err error) {
 	defer rows.Close()
-	out := []aiproxy.Provider{}
+	out = []aiproxy.Provider{}
 	for rows.Next() {
 		var p aiproxy.Provider
 		var keyID sql.NullInt64
-		var hint sql.NullString
+		var alias, hint sql.NullString
+		var headers string
 		var sealed []byte
-		if err := rows.Scan(&p.ID, &p.Host, &p.BaseURL, &p.InjectUsage, &keyID, &hint, &sealed); err != nil {
-			return nil, err
+		if err := rows.Scan(&p.ID, &p.Host, &p.BaseURL, &p.InjectUsage, &alias, &p.APIRoot, &p.Auth, &headers,
+			&keyID, &hint, &sealed); err != nil {
+			return nil, nil, err
 		}
 		if n := len(out); n == 0 || out[n-1].ID != p.ID {
 			p.KeyHints = []string{}
+			p.Alias = alias.String
+			var err error
+			if p.Headers, err = decodeHeaders(headers); err != nil {
+				return nil, nil, fmt.Errorf("headers of provider %s: %w", p.Host, err)
+			}
 			out = append(out, p)
 		}
 		last := &out[len(out)-1]
@@ -197,12 +246,18 @@ func scanProviders(rows *sql.Rows, key *seal.Key) ([]aiproxy.Provider, error) {
 			if key != nil {
 				plain, err := key.Open(sealed, keyAD(last.Host, keyID.Int64))
 				if err != nil {
-					// Never the key itself: this error is logged.
-					return nil, fmt.Errorf("unseal key %d of provider %s: %w", keyID.Int64, last.Host, err)
+					if broken == nil {
+						broken = map[int]error{}
+					}
+					if _, seen := broken[len(out)-1]; !seen {
+						// Never the key itself: this error is logged.
+						broken[len(out)-1] = fmt.Errorf("unseal key %d of provider %s: %w", keyID.Int64, last.Host, err)
+					}
+					continue
 				}
 				last.Keys = append(last.Keys, string(plain))
 			}
 		}
 	}
-	return out, dbError(rows.Err())
+	return out, broken, dbError(rows.Err())
 }

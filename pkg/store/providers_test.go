@@ -72,9 +72,11 @@ func TestAddProviderKey(t *testing.T) {
 	}
 	want := []aiproxy.Provider{
 		{Host: "api.groq.com", BaseURL: "https://api.groq.com/openai", KeyCount: 2,
-			KeyHints: []string{keys.Hint(groq1), keys.Hint(groq2)}, InjectUsage: true},
+			KeyHints: []string{keys.Hint(groq1), keys.Hint(groq2)}, InjectUsage: true,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 		{Host: "api.openai.com", BaseURL: "https://api.openai.com", KeyCount: 2,
-			KeyHints: []string{keys.Hint(oai), keys.Hint(groq1)}, InjectUsage: true},
+			KeyHints: []string{keys.Hint(oai), keys.Hint(groq1)}, InjectUsage: true,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 	}
 	if diff := cmp.Diff(want, got, ignoreProviderID); diff != "" {
 		t.Errorf("ListProviders() mismatch (-want +got):\n%s", diff)
@@ -253,7 +255,7 @@ func TestListProviders_NoSecrets(t *testing.T) {
 		for k := range m {
 			fields = append(fields, k)
 		}
-		if diff := cmp.Diff([]string{"base_url", "host", "inject_usage", "key_hints", "keys"}, fields, sortStrings); diff != "" {
+		if diff := cmp.Diff([]string{"alias", "api_root", "auth", "base_url", "headers", "host", "inject_usage", "key_hints", "keys"}, fields, sortStrings); diff != "" {
 			t.Errorf("provider JSON fields mismatch (-want +got):\n%s", diff)
 		}
 	}
