@@ -86,6 +86,8 @@ type Config struct {
 	DenyPrivate bool
 	// Transport, when set, replaces the default upstream transport.
 	Transport http.RoundTripper
+	// KeyStates, when set, persists the states of refused provider keys.
+	KeyStates KeyStates
 }
 
 // Proxy forwards authenticated requests to registered providers.
@@ -96,6 +98,7 @@ type Proxy struct {
 	cfg       Config
 	transport http.RoundTripper
 	rp        *httputil.ReverseProxy
+	pool      *keyPool
 	next      atomic.Uint64 // round-robin over a provider's keys
 	now       func() time.Time
 }
@@ -130,9 +133,10 @@ func New(dir Directory, rec Recorder, log *slog.Logger, cfg Config) *Proxy {
 	if p.transport == nil {
 		p.transport = NewTransport(cfg)
 	}
+	p.pool = newKeyPool(cfg.KeyStates, p.now)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      p.transport,
+		Transport:      &poolTransport{next: p.transport, pool: p.pool},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		BufferPool:     bufferPool{},
@@ -185,6 +189,8 @@ type Route struct {
 	Path string
 	// Key is the user key the client presented ("" for none).
 	Key string
+	// RequestID is the request's id, sent back as X-Request-Id and logged.
+	RequestID string
 }
 
 // exchange is the state of one proxied request: what the hooks need, and
@@ -202,6 +208,8 @@ type exchange struct {
 	bytes    int64
 	tokens   openai.Usage
 	errMsg   string
+	id       string // the request id; upID the upstream's own
+	upID     string
 	recorded bool // the request went upstream: it is usage
 	failed   bool // aiproxy answered with its own error
 	done     bool // finish has run
@@ -209,8 +217,10 @@ type exchange struct {
 
 	// Set before the round trip, read by the hooks.
 	target  *url.URL
-	key     string // the provider key
-	body    []byte // the inspected body, when it was read
+	prov    aiproxy.Provider
+	keys    []string // the usable provider keys, in the order to try them
+	key     string   // the provider key in use
+	body    []byte   // the inspected body, when it was read
 	reqBody *clientBody
 	strip   bool // aiproxy asked for usage: take it out of the answer
 	cancel  context.CancelFunc
@@ -227,7 +237,8 @@ func exchangeOf(r *http.Request) *exchange { return r.Context().Value(exchangeKe
 
 // Serve proxies r along route.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
-	x := &exchange{start: p.now(), path: aiproxy.Clip(r.URL.Path, aiproxy.MaxPathLen), rc: http.NewResponseController(w)}
+	x := &exchange{start: p.now(), path: aiproxy.Clip(r.URL.Path, aiproxy.MaxPathLen), rc: http.NewResponseController(w),
+		id: route.RequestID}
 	defer p.finish(r, x)
 	if err := p.prepare(r, x, route); err != nil {
 		p.fail(w, r, x, err)
@@ -304,7 +315,12 @@ func (p *Proxy) prepare(r *http.Request, x *exchange, route Route) error {
 	if err := p.readBody(r, x, prov); err != nil {
 		return err
 	}
-	x.key = p.pickKey(prov)
+	x.prov = prov
+	x.keys, err = p.pool.usable(prov, int(p.next.Add(1)%uint64(len(prov.Keys))), p.now())
+	if err != nil {
+		return err
+	}
+	x.key = x.keys[0]
 	return nil
 }
 
@@ -416,11 +432,6 @@ func (p *Proxy) readBody(r *http.Request, x *exchange, prov aiproxy.Provider) er
 	return nil
 }
 
-// pickKey spreads requests over the provider's keys in turn.
-func (p *Proxy) pickKey(prov aiproxy.Provider) string {
-	return prov.Keys[int(p.next.Add(1)%uint64(len(prov.Keys)))]
-}
-
 func (p *Proxy) provider(ctx context.Context, host string) (aiproxy.Provider, error) {
 	prov, err := p.dir.Provider(ctx, host)
 	if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
@@ -473,7 +484,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
-	h["Authorization"] = []string{"Bearer " + x.key}
+	x.prov.PinHeaders(h)
+	// The provider's key goes in in poolTransport, once per key it tries.
 	// The transport replays a request whose body it can get again, or
 	// that has no body and an idempotent method or an Idempotency-Key
 	// header, when a reused connection drops it. Once the upstream may
@@ -505,6 +517,13 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		}
 	}
 	scrub.Header(h, x.key)
+	if up := h.Values("X-Request-Id"); len(up) > 0 {
+		// aiproxy's own id stays; the upstream's comes back beside it
+		// (STR-5), and the log line carries both.
+		x.upID = aiproxy.Clip(up[0], 128)
+		h["X-Upstream-Request-Id"] = up
+		delete(h, "X-Request-Id")
+	}
 
 	body := &responseBody{x: x, res: res, idle: p.cfg.IdleTimeout, write: p.cfg.WriteTimeout}
 	if isEventStream(h.Get("Content-Type")) {
@@ -698,6 +717,10 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, x *exchange, err er
 		w.Header().Set("Connection", "close")
 		_ = x.rc.SetReadDeadline(time.Now())
 	}
+	if re := (*restingError)(nil); errors.As(err, &re) {
+		w.Header().Set("Retry-After", retryAfter(re.wake))
+		err = aiproxy.Errorf(aiproxy.ERATELIMITED, "%s; retry in %ss", re.Error(), retryAfter(re.wake))
+	}
 	x.failed = true
 	x.status = httperr.Write(w, err).Status
 }
@@ -751,8 +774,9 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 
 // logExchange writes the request's log line.
 func (p *Proxy) logExchange(r *http.Request, x *exchange, dur time.Duration, partial bool) {
-	var a [13]slog.Attr // room for every attribute: no allocation
+	var a [16]slog.Attr // room for every attribute: no allocation
 	attrs := append(a[:0],
+		slog.String("request_id", x.id),
 		slog.String("method", r.Method),
 		slog.String("path", x.path),
 		slog.String("user", x.user.Name),
@@ -765,6 +789,9 @@ func (p *Proxy) logExchange(r *http.Request, x *exchange, dur time.Duration, par
 	)
 	if partial {
 		attrs = append(attrs, slog.Bool("partial", true))
+	}
+	if x.upID != "" {
+		attrs = append(attrs, slog.String("upstream_request_id", x.upID))
 	}
 	if t := x.tokens.PromptTokens; t != nil {
 		attrs = append(attrs, slog.Int64("prompt_tokens", *t))

@@ -77,7 +77,7 @@ func BenchmarkProviderSelection(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if k := s.px.pickKey(prov); k == "" {
+		if k, err := s.px.pool.usable(prov, 1, s.px.now()); err != nil || len(k) == 0 {
 			b.Fatal("no key")
 		}
 	}

@@ -373,3 +373,33 @@ func TestStalledClient_ReleasedByWriteTimeout(t *testing.T) {
 	}
 	_ = c
 }
+
+// Every answer carries an X-Request-Id that its log line names too; a sane
+// id from the client is kept, anything else replaced.
+func TestRequestID_InAnswerAndLog(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for _, tc := range []struct {
+		path, sent string
+		keep       bool
+	}{
+		{"/v1/chat/completions", "client-id_1.2", true},
+		{"/v1/chat/completions", "bad id!", false},
+		{"/healthz", strings.Repeat("a", 129), false},
+		{"/nowhere", "", false},
+	} {
+		hdr := bearer(h.key)
+		if tc.sent != "" {
+			hdr["X-Request-Id"] = tc.sent
+		}
+		res := h.do("POST", tc.path, chatBody, hdr)
+		readAll(t, res)
+		id := res.Header.Get("X-Request-Id")
+		if tc.keep && id != tc.sent || !tc.keep && (id == "" || id == tc.sent) {
+			t.Errorf("%s with %q: X-Request-Id %q", tc.path, tc.sent, id)
+		}
+		h.inflight.Wait()
+		if !strings.Contains(h.logs.String(), `"request_id":"`+id+`"`) {
+			t.Errorf("%s: no log line names %q", tc.path, id)
+		}
+	}
+}

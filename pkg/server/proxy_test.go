@@ -374,7 +374,9 @@ func TestProxy_UpstreamFailures(t *testing.T) {
 	if body := readAll(t, res); res.StatusCode != 504 || !strings.Contains(body, "upstream_timeout") {
 		t.Errorf("hang: %d %s, want 504 upstream_timeout", res.StatusCode, body)
 	}
-	for _, code := range []string{"429", "500", "503"} {
+	// The 429 goes last: the key then rests (CONTRACT section 5), and the
+	// next request would not reach the upstream.
+	for _, code := range []string{"500", "503", "429"} {
 		before := h.fake.Count()
 		res = h.do("POST", "/v1/chat/completions", chatBody, map[string]string{"Authorization": "Bearer " + h.key, "X-Fake-Mode": "status:" + code})
 		body := readAll(t, res)

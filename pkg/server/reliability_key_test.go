@@ -433,9 +433,11 @@ func TestKEY5_KeysStayOnTheirSide(t *testing.T) {
 
 	const provKey = "sk-proj-EchoedKey5Secret0123456789abcdef"
 	for _, status := range []int{400, 401, 403, 404, 429, 500} {
-		host := fmt.Sprintf("echo%d.test", status)
-		relUpstream(t, h, host, provKey, relEchoKeyUpstream(status, true))
-		for _, path := range []string{"/v1/chat/completions", "/v1/models"} {
+		for i, path := range []string{"/v1/chat/completions", "/v1/models"} {
+			// A host per request: a key answered 401, 403 or 429 rests
+			// (CONTRACT section 5), and the next request would not reach it.
+			host := fmt.Sprintf("echo%d-%d.test", status, i)
+			relUpstream(t, h, host, provKey, relEchoKeyUpstream(status, true))
 			a := relSend(t, nil, "POST", h.proxy.URL+path, chatBody, relAuth(h.key, "X-Host-Final", host))
 			if a.status != status {
 				t.Errorf("%s %s: status %d, want the upstream's %d", host, path, a.status, status)

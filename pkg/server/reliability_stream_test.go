@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
@@ -463,11 +464,11 @@ func TestSTR5_UpstreamErrorsPassThroughOnce(t *testing.T) {
 		"X-Ratelimit-Remaining-Requests": "0",
 		"X-Ratelimit-Reset-Requests":     "7s",
 		"X-Ratelimit-Remaining-Tokens":   "12",
-		"X-Request-Id":                   "req_abc123",
+		"X-Request-Id":                   "req_abc123", // comes back as X-Upstream-Request-Id
 		"Openai-Processing-Ms":           "12",
 	}
 	var count atomic.Int32
-	relUpstream(t, h, "status.test", "sk-status-secret", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	statusUpstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		count.Add(1)
 		var code int
@@ -479,6 +480,16 @@ func TestSTR5_UpstreamErrorsPassThroughOnce(t *testing.T) {
 		w.WriteHeader(code)
 		fmt.Fprintf(w, `{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500, Used 500, Requested 1.","type":"requests","param":null,"code":"rate_limit_exceeded","status":%d}}`, code)
 	}))
+	t.Cleanup(statusUpstream.Close)
+	// A provider per request: a key answered 401, 403 or 429 rests
+	// (CONTRACT section 5), and the next request would not reach it.
+	hosts := 0
+	newHost := func() string {
+		hosts++
+		host := fmt.Sprintf("status%d.test", hosts)
+		h.addProvider(host, "sk-status-secret", statusUpstream.URL)
+		return host
+	}
 	for _, code := range []int{400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504} {
 		for _, tc := range []struct{ method, path, body, ct string }{
 			{"POST", "/v1/chat/completions", chatBody, "application/json"},
@@ -488,12 +499,15 @@ func TestSTR5_UpstreamErrorsPassThroughOnce(t *testing.T) {
 		} {
 			before := count.Load()
 			a := relSend(t, nil, tc.method, h.proxy.URL+tc.path, tc.body,
-				relAuth(h.key, "X-Host-Final", "status.test", "X-Status", fmt.Sprint(code), "Content-Type", tc.ct))
+				relAuth(h.key, "X-Host-Final", newHost(), "X-Status", fmt.Sprint(code), "Content-Type", tc.ct))
 			want := fmt.Sprintf(`{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500, Used 500, Requested 1.","type":"requests","param":null,"code":"rate_limit_exceeded","status":%d}}`, code)
 			if a.status != code || relSHA([]byte(a.body)) != relSHA([]byte(want)) {
 				t.Errorf("%d %s %s: got %d %q, want it unchanged", code, tc.method, tc.ct, a.status, a.body)
 			}
 			for k, v := range headers {
+				if k == "X-Request-Id" {
+					k = "X-Upstream-Request-Id" // aiproxy's own id is in X-Request-Id
+				}
 				if got := a.header.Get(k); got != v {
 					t.Errorf("%d %s: header %s = %q, want %q", code, tc.method, k, got, v)
 				}

@@ -76,13 +76,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A proxied answer bounds each write to its client; the next request
 	// on the connection starts without that deadline.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	id := requestID(r)
+	w.Header().Set("X-Request-Id", id)
 	seg, rest := firstSegment(r.URL.EscapedPath())
 	switch {
 	case seg == "openai" || aiproxy.IsVersion(seg):
 		if s.cors(w, r) {
 			return
 		}
-		s.proxy(w, r, proxy.Route{})
+		s.proxy(w, r, proxy.Route{RequestID: id})
 		return
 	case r.URL.EscapedPath() != cleanPath(r.URL.EscapedPath()):
 		// The mux would answer with a redirect that repeats the path, admin
@@ -101,13 +103,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rest == "" {
 			rest = "/"
 		}
-		s.proxy(w, r, proxy.Route{Host: seg, Path: rest})
+		s.proxy(w, r, proxy.Route{Host: seg, Path: rest, RequestID: id})
 		return
 	}
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	s.mux.ServeHTTP(rec, r)
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "http",
+		slog.String("request_id", id),
 		slog.String("method", r.Method),
 		slog.String("path", aiproxy.Clip(redactPath(r.URL.Path), aiproxy.MaxPathLen)),
 		slog.Int("status", rec.status),

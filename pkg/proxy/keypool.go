@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+)
+
+// A provider key that the upstream refuses rests (CONTRACT section 5): one
+// answered 429 for its Retry-After (60 s without one), one answered 401 or
+// 403 until an admin touches the provider. Requests go to the provider's
+// other keys meanwhile, and a request refused that way before any byte
+// reached the client is sent once to each other usable key, its body
+// replayed from memory. This is the only retry aiproxy makes (STR-5).
+
+// defaultRest is how long a key answered 429 without Retry-After rests.
+const defaultRest = 60 * time.Second
+
+// KeyStates persists key states, so that `provider list` in another process
+// shows them. It is called off the request path.
+type KeyStates interface {
+	// RestKey marks the key with hint on host resting until until, or
+	// rejected (until an admin touches the provider) when until is zero.
+	RestKey(host, hint string, until time.Time)
+}
+
+// restState is the in-memory state of one resting or rejected key.
+type restState struct {
+	until    time.Time // zero: rejected
+	provider int64     // the provider's version when it was refused
+}
+
+// keyPool remembers which keys rest. The store's state, loaded with the
+// provider, covers what other processes (and earlier runs) saw; this
+// covers what this process saw since, until the provider is reloaded.
+type keyPool struct {
+	mu     sync.Mutex
+	rested map[string]restState // by host and provider key (restKey)
+	store  KeyStates
+	now    func() time.Time
+}
+
+func newKeyPool(store KeyStates, now func() time.Time) *keyPool {
+	return &keyPool{rested: make(map[string]restState), store: store, now: now}
+}
+
+// usable returns the provider's keys that may be used now, starting at
+// start (round robin), and when none is, the error to answer with: 429
+// rate_limited with the soonest wake when some key only rests, else 502.
+func (kp *keyPool) usable(prov aiproxy.Provider, start int, now time.Time) ([]string, error) {
+	n := len(prov.Keys)
+	out := make([]string, 0, n)
+	var wake time.Time
+	kp.mu.Lock()
+	for i := range n {
+		k := prov.Keys[(start+i)%n]
+		st, ok := kp.rested[restKey(prov.Host, k)]
+		if ok && st.provider != prov.Version {
+			delete(kp.rested, restKey(prov.Host, k)) // the provider was touched since
+			ok = false
+		}
+		if !ok {
+			st = stateOf(prov, (start+i)%n)
+		}
+		switch {
+		case st.until.IsZero() && st.provider < 0:
+			out = append(out, k) // ok
+		case st.until.IsZero():
+			// rejected until an admin touches the provider
+		case !st.until.After(now):
+			out = append(out, k)
+		case wake.IsZero() || st.until.Before(wake):
+			wake = st.until
+		}
+	}
+	kp.mu.Unlock()
+	if len(out) > 0 {
+		return out, nil
+	}
+	if wake.IsZero() {
+		return nil, aiproxy.Errorf(aiproxy.EUPSTREAM, "every key of provider %s was refused by the provider; an admin must check them", prov.Host)
+	}
+	return nil, &restingError{wake: wake.Sub(now), host: prov.Host}
+}
+
+// restKey is the key of rested: one key may serve two providers.
+func restKey(host, key string) string { return host + "\x00" + key }
+
+// stateOf is the stored state of the provider's i-th key; provider -1
+// means usable.
+func stateOf(prov aiproxy.Provider, i int) restState {
+	if i < len(prov.KeyStates) {
+		switch s := prov.KeyStates[i]; s.State {
+		case aiproxy.KeyResting:
+			if s.Until != nil {
+				return restState{until: *s.Until, provider: prov.Version}
+			}
+		case aiproxy.KeyRejected:
+			return restState{provider: prov.Version}
+		}
+	}
+	return restState{provider: -1}
+}
+
+// rest records that the upstream refused key with res.
+func (kp *keyPool) rest(prov aiproxy.Provider, key string, res *http.Response) {
+	var until time.Time
+	if res.StatusCode == http.StatusTooManyRequests {
+		d := defaultRest
+		if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s >= 0 {
+			d = time.Duration(s) * time.Second
+		}
+		until = kp.now().Add(d)
+	}
+	kp.mu.Lock()
+	kp.rested[restKey(prov.Host, key)] = restState{until: until, provider: prov.Version}
+	kp.mu.Unlock()
+	if kp.store != nil {
+		hint := ""
+		for i, k := range prov.Keys {
+			if k == key && i < len(prov.KeyHints) {
+				hint = prov.KeyHints[i]
+			}
+		}
+		go kp.store.RestKey(prov.Host, hint, until)
+	}
+}
+
+// restingError is the answer when every key of a provider rests.
+type restingError struct {
+	wake time.Duration
+	host string
+}
+
+func (e *restingError) Error() string {
+	return "every key of provider " + e.host + " is resting after the provider's rate limit"
+}
+
+// retryAfter is Retry-After for a wait of d: whole seconds, rounded up,
+// at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(max(1, int((d+time.Second-1)/time.Second)))
+}
+
+// refusedKey reports whether the upstream refused the key itself.
+func refusedKey(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusUnauthorized || status == http.StatusForbidden
+}
+
+// poolTransport sends a request with the exchange's key and, when the
+// upstream refuses that key, once more with each other usable key.
+type poolTransport struct {
+	next http.RoundTripper
+	pool *keyPool
+}
+
+var errNoKey = errors.New("no usable key")
+
+func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	x := exchangeOf(req)
+	for i, key := range x.keys {
+		if i > 0 {
+			// A new request for the new key: the transport may still hold
+			// the one it answered.
+			req = req.Clone(req.Context())
+			req.Header = req.Header.Clone()
+			req.Body = io.NopCloser(bytes.NewReader(x.body))
+		}
+		x.key = key
+		x.prov.SetAuth(req.Header, key)
+		res, err := t.next.RoundTrip(req)
+		if err != nil || !refusedKey(res.StatusCode) {
+			return res, err
+		}
+		t.pool.rest(x.prov, key, res)
+		if i == len(x.keys)-1 || x.reqBody != nil {
+			return res, nil // the last key, or a body that streamed through
+		}
+		// Nothing of this answer reached the client: drop it.
+		_, _ = io.CopyN(io.Discard, res.Body, 64<<10)
+		res.Body.Close()
+	}
+	return nil, errNoKey
+}
