@@ -54,6 +54,10 @@ func paritySeed(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
+	in, out := 0.5, 1.5
+	if _, err := svc.SetPrice(ctx, admin.PriceInput{Model: "local/model", Input: &in, Output: &out}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // newParityServer serves aiproxy, admin routes on, over the database at path.
@@ -89,6 +93,7 @@ type parityProvider struct {
 type parityState struct {
 	Users     []parityUser
 	Providers []parityProvider
+	Prices    []aiproxy.Price
 }
 
 func readParityState(t *testing.T, path string) parityState {
@@ -104,6 +109,9 @@ func readParityState(t *testing.T, path string) parityState {
 		t.Fatal(err)
 	}
 	var s parityState
+	if s.Prices, err = svc.ListPrices(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for _, u := range users {
 		s.Users = append(s.Users, parityUser{u.Name, u.ExpiresAt})
 	}
@@ -173,6 +181,17 @@ var parityRows = []parityRow{
 	{name: "stats", cli: []string{"stats", "--json", "--by", "user"}, method: "GET", path: "/stats?by=user", out: "json"},
 	{name: "stats bad group", cli: []string{"stats", "--by", "color"}, method: "GET", path: "/stats?by=color", kind: aiproxy.EINVALID},
 	{name: "stats bad since", cli: []string{"stats", "--since", "yesterday"}, method: "GET", path: "/stats?since=yesterday", kind: aiproxy.EINVALID},
+
+	{name: "price set, a model with a slash", cli: []string{"price", "set", "openai/gpt-oss-120b", "--input", "0.15", "--output", "0.60", "--cached-input", "0.075"}, method: "POST", path: "/price/openai/gpt-oss-120b", body: `{"input":0.15,"output":0.60,"cached_input":0.075}`, out: "ok"},
+	{name: "price set over a built-in price", cli: []string{"price", "set", "gpt-4o", "--input", "1", "--output", "2"}, method: "POST", path: "/price/gpt-4o", body: `{"input":1,"output":2}`, out: "ok"},
+	{name: "price set again", cli: []string{"price", "set", "local/model", "--input", "0", "--output", "0"}, method: "POST", path: "/price/local/model", body: `{"input":0,"output":0,"cached_input":null}`, out: "ok"},
+	{name: "price set negative", cli: []string{"price", "set", "m", "--input", "-1", "--output", "2"}, method: "POST", path: "/price/m", body: `{"input":-1,"output":2}`, kind: aiproxy.EINVALID},
+	{name: "price set negative cached input", cli: []string{"price", "set", "m", "--input", "1", "--output", "2", "--cached-input", "-0.5"}, method: "POST", path: "/price/m", body: `{"input":1,"output":2,"cached_input":-0.5}`, kind: aiproxy.EINVALID},
+	{name: "price set without output", cli: []string{"price", "set", "m", "--input", "1"}, method: "POST", path: "/price/m", body: `{"input":1}`, kind: aiproxy.EINVALID},
+	{name: "price list", cli: []string{"price", "list", "--json"}, method: "GET", path: "/prices", out: "json"},
+	{name: "price remove", cli: []string{"price", "remove", "local/model"}, method: "DELETE", path: "/price/local/model", out: "ok"},
+	{name: "price remove built-in only", cli: []string{"price", "remove", "gpt-4o"}, method: "DELETE", path: "/price/gpt-4o", kind: aiproxy.ECONFLICT},
+	{name: "price remove missing", cli: []string{"price", "remove", "no-such-model"}, method: "DELETE", path: "/price/no-such-model", kind: aiproxy.ENOTFOUND},
 }
 
 // kindOfStatus is the error code an admin HTTP status stands for.
@@ -291,6 +310,7 @@ func TestParity_listings(t *testing.T) {
 	}{
 		{"users", []string{"user", "list", "--json"}, "/users"},
 		{"providers", []string{"provider", "list", "--json"}, "/providers"},
+		{"prices", []string{"price", "list", "--json"}, "/prices"},
 		{"stats", []string{"stats", "--json"}, "/stats"},
 		{"stats by user", []string{"stats", "--json", "--by", "user"}, "/stats?by=user"},
 		{"stats by model", []string{"stats", "--json", "--by", "model"}, "/stats?by=model"},
@@ -338,7 +358,7 @@ func TestParity_everyCommandHasARow(t *testing.T) {
 	covered := map[string]bool{}
 	for _, row := range parityRows {
 		n := 1
-		if row.cli[0] == "user" || row.cli[0] == "provider" {
+		if row.cli[0] == "user" || row.cli[0] == "provider" || row.cli[0] == "price" {
 			n = 2
 		}
 		covered[strings.Join(row.cli[:n], " ")] = true

@@ -106,6 +106,7 @@ func newRoot(app *appContext) *cobra.Command {
 		newUserCmd(app),
 		newProviderCmd(app),
 		newStatsCmd(app),
+		newPriceCmd(app),
 		newBackupCmd(app),
 		newRekeyCmd(app),
 		newVersionCmd(app),

@@ -21,7 +21,7 @@ func newStatsCmd(app *appContext) *cobra.Command {
 	var opts statsOptions
 	c := &cobra.Command{
 		Use:   "stats",
-		Short: "Show usage totals: requests, errors, prompt/completion/total tokens",
+		Short: "Show usage totals: requests, errors, prompt/completion/total tokens, cost",
 		Long: "Show usage totals of the proxied requests, for everyone or one --user, since a time,\n" +
 			"as one totals row or grouped --by user, model, provider or day (UTC).",
 		Example: "  aiproxy stats --since 7d --by day\n" +
@@ -63,7 +63,7 @@ func runStats(ctx context.Context, app *appContext, out io.Writer, opts statsOpt
 }
 
 func statsListing(rows []aiproxy.StatsRow, by string) listing {
-	l := listing{Header: []string{"REQUESTS", "ERRORS", "PARTIAL", "PROMPT TOKENS", "COMPLETION TOKENS", "TOTAL TOKENS"}}
+	l := listing{Header: []string{"REQUESTS", "ERRORS", "PARTIAL", "PROMPT TOKENS", "COMPLETION TOKENS", "TOTAL TOKENS", "COST USD", "UNMETERED"}}
 	if by != "" {
 		l.Header = append([]string{strings.ToUpper(by)}, l.Header...)
 	}
@@ -77,7 +77,12 @@ func statsListing(rows []aiproxy.StatsRow, by string) listing {
 			}
 			row = append(row, key)
 		}
-		row = append(row, n(r.Requests), n(r.Errors), n(r.Partial), n(r.PromptTokens), n(r.CompletionTokens), n(r.TotalTokens))
+		cost := cell{Text: "-", Tone: toneMuted} // nothing in the group was priced
+		if r.CostUSD != nil {
+			cost = cell{Text: strconv.FormatFloat(*r.CostUSD, 'f', 6, 64)}
+		}
+		row = append(row, n(r.Requests), n(r.Errors), n(r.Partial), n(r.PromptTokens), n(r.CompletionTokens), n(r.TotalTokens),
+			cost, n(r.Unmetered))
 		l.Rows = append(l.Rows, row)
 	}
 	return l

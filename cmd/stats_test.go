@@ -103,7 +103,7 @@ func TestStats_jsonKeys(t *testing.T) {
 	t.Parallel()
 	db := newDBPath(t)
 	seedGolden(t, db)
-	totals := []string{"completion_tokens", "errors", "partial", "prompt_tokens", "requests", "total_tokens"}
+	totals := []string{"completion_tokens", "cost_usd", "errors", "partial", "prompt_tokens", "requests", "total_tokens", "unmetered"}
 	for _, by := range []string{"", "user", "model", "provider", "day"} {
 		args := []string{"--db", db, "stats", "--json"}
 		want := totals

@@ -11,7 +11,8 @@ import (
 // --json` and GET /{token}/stats share: the grouping field named after By
 // ("user", "model", "provider" or "day") first, absent for an ungrouped
 // totals row, then "requests", "errors", "partial", "prompt_tokens",
-// "completion_tokens" and "total_tokens", always in that order.
+// "completion_tokens", "total_tokens", "cost_usd" (6 decimals, null when
+// no record of the group was priced) and "unmetered", always in that order.
 type StatsJSONRow struct {
 	By string
 	aiproxy.StatsRow
@@ -61,5 +62,13 @@ func (r StatsJSONRow) MarshalJSON() ([]byte, error) {
 		b = append(b, '"', ':')
 		b = strconv.AppendInt(b, f.v, 10)
 	}
+	b = append(b, `,"cost_usd":`...)
+	if r.CostUSD == nil {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendFloat(b, *r.CostUSD, 'f', 6, 64)
+	}
+	b = append(b, `,"unmetered":`...)
+	b = strconv.AppendInt(b, r.Unmetered, 10)
 	return append(b, '}'), nil
 }

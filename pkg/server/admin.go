@@ -20,6 +20,7 @@ package server
 //	DELETE /{token}/provider/{host}/{key}          OK (one key)             | {"ok":true}
 //	       or DELETE /{token}/provider/{host} with the body {"key":"…"}
 //	GET    /{token}/stats[?user=&since=&by=]       JSON array of stats rows
+//	GET    /{token}/prices, POST|DELETE /{token}/price/{model...}  (admin_prices.go)
 //
 // D is what the CLI's --expires takes: 30d, 12h, 2027-01-31 or RFC 3339.
 // expire is the twin of `user expire NAME --in D|--at DATE|--never`: exactly
@@ -217,6 +218,8 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 	route("/provider/{host}", methods{http.MethodDelete: s.adminRemoveProvider, http.MethodPost: s.adminSetProvider})
 	route("/provider/{host}/{key}", methods{http.MethodDelete: s.adminRemoveProvider})
 	route("/stats", methods{http.MethodGet: s.adminStats})
+	route("/prices", methods{http.MethodGet: s.adminPrices})
+	route("/price/{model...}", methods{http.MethodPost: s.adminSetPrice, http.MethodDelete: s.adminRemovePrice})
 }
 
 // admin wraps the handlers of one route with the token, throttle and method

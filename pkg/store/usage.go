@@ -19,7 +19,8 @@ func (d *DB) InsertUsage(ctx context.Context, batch []aiproxy.Usage) error {
 	return d.write(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage (ts, user_id, user_name, provider, model, path, status,
 			prompt_tokens, completion_tokens, total_tokens, reasoning_tokens, cached_tokens,
-			duration_ms, ttfb_ms, streamed, partial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+			duration_ms, ttfb_ms, streamed, partial, cost_micro_usd, unmetered)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -31,7 +32,7 @@ func (d *DB) InsertUsage(ctx context.Context, batch []aiproxy.Usage) error {
 			}
 			if _, err := stmt.ExecContext(ctx, ms(u.Time), u.UserID, u.UserName, u.Provider, u.Model, u.Path, u.Status,
 				u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.ReasoningTokens, u.CachedTokens,
-				u.Duration.Milliseconds(), ttfb, u.Streamed, u.Partial); err != nil {
+				u.Duration.Milliseconds(), ttfb, u.Streamed, u.Partial, costMicroUSD(u.CostUSD), u.Unmetered); err != nil {
 				return err
 			}
 		}
@@ -71,7 +72,8 @@ func (d *DB) Stats(ctx context.Context, f aiproxy.StatsFilter) ([]aiproxy.StatsR
 		args = append(args, ms(f.Since))
 	}
 	q := "SELECT " + key + ` AS k, COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(partial), 0),
-		COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0)
+		COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0),
+		SUM(cost_micro_usd), COALESCE(SUM(unmetered), 0)
 		FROM usage`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
@@ -87,9 +89,12 @@ func (d *DB) Stats(ctx context.Context, f aiproxy.StatsFilter) ([]aiproxy.StatsR
 	out := []aiproxy.StatsRow{}
 	for rows.Next() {
 		var r aiproxy.StatsRow
-		if err := rows.Scan(&r.Key, &r.Requests, &r.Errors, &r.Partial, &r.PromptTokens, &r.CompletionTokens, &r.TotalTokens); err != nil {
+		var cost sql.NullInt64 // NULL: no record of the group was priced
+		if err := rows.Scan(&r.Key, &r.Requests, &r.Errors, &r.Partial, &r.PromptTokens, &r.CompletionTokens, &r.TotalTokens,
+			&cost, &r.Unmetered); err != nil {
 			return nil, err
 		}
+		r.CostUSD = fromMicroUSD(cost)
 		out = append(out, r)
 	}
 	return out, dbError(rows.Err())
