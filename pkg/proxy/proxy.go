@@ -88,6 +88,16 @@ type Config struct {
 	Transport http.RoundTripper
 	// KeyStates, when set, persists the states of refused provider keys.
 	KeyStates KeyStates
+	// Models, when set, answers GET /v1/models and /v1/models/{id} for
+	// requests that name no provider: every provider's models.
+	Models Models
+}
+
+// Models is the merged model list of every provider (pkg/models).
+type Models interface {
+	// Serve answers the list (id "") or one model, filtered by allowed
+	// (nil: every model).
+	Serve(w http.ResponseWriter, r *http.Request, id string, allowed func(model string) bool)
 }
 
 // Proxy forwards authenticated requests to registered providers.
@@ -240,8 +250,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	x := &exchange{start: p.now(), path: aiproxy.Clip(r.URL.Path, aiproxy.MaxPathLen), rc: http.NewResponseController(w),
 		id: route.RequestID}
 	defer p.finish(r, x)
-	if err := p.prepare(r, x, route); err != nil {
-		p.fail(w, r, x, err)
+	if answered, err := p.prepare(w, r, x, route); err != nil || answered {
+		if err != nil {
+			p.fail(w, r, x, err)
+		}
 		return
 	}
 	// The upstream request runs under ctx: the client's, which ends when
@@ -263,21 +275,21 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 
 // prepare checks the request and fills x for the round trip: provider,
 // user, target URL, provider key, and the body, read when it is JSON.
-func (p *Proxy) prepare(r *http.Request, x *exchange, route Route) error {
-	host := route.Host
-	if host == "" {
+func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, route Route) (answered bool, err error) {
+	host, named := route.Host, route.Host != ""
+	if !named {
 		switch hv := r.Header.Values("X-Host-Final"); len(hv) {
 		case 0:
 			host = p.cfg.DefaultProvider
 		case 1:
-			host = hv[0]
+			host, named = hv[0], true
 		default:
-			return aiproxy.Errorf(aiproxy.EINVALID, "X-Host-Final must be given once")
+			return false, aiproxy.Errorf(aiproxy.EINVALID, "X-Host-Final must be given once")
 		}
 	}
 	norm, err := aiproxy.NormalizeHost(host)
 	if err != nil {
-		return aiproxy.Errorf(aiproxy.EINVALID, "X-Host-Final must be a bare host[:port] of a registered provider")
+		return false, aiproxy.Errorf(aiproxy.EINVALID, "X-Host-Final must be a bare host[:port] or alias of a registered provider")
 	}
 	x.provider = norm
 
@@ -285,43 +297,111 @@ func (p *Proxy) prepare(r *http.Request, x *exchange, route Route) error {
 	if err != nil {
 		if aiproxy.ErrorCode(err) == aiproxy.EUNAUTHORIZED {
 			// One answer for every refused key, whatever the reason.
-			return aiproxy.InvalidKey()
+			return false, aiproxy.InvalidKey()
 		}
-		return err
+		return false, err
 	}
 	x.user = user
-
-	prov, err := p.provider(r.Context(), norm)
-	if err != nil {
-		if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
-			return aiproxy.Errorf(aiproxy.EUNKNOWNPROVIDER, "provider %s is not registered on this proxy", strconv.Quote(norm))
-		}
-		return err
-	}
-	if len(prov.Keys) == 0 {
-		return aiproxy.Errorf(aiproxy.EUPSTREAM, "provider %s has no key", norm)
-	}
 
 	escaped := route.Path
 	if escaped == "" {
 		escaped = r.URL.EscapedPath()
 	}
-	target, err := targetURL(prov.BaseURL, escaped, r.URL.RawQuery)
-	if err != nil {
-		return err
+	if !named && p.cfg.Models != nil && r.Method == http.MethodGet {
+		// GET /v1/models without a provider named: every provider's models.
+		if id, ok := modelsPath(escaped); ok {
+			p.cfg.Models.Serve(w, r, id, nil)
+			return true, nil
+		}
 	}
-	x.target = target
-	x.metered = r.Method == http.MethodPost && metered(target.Path)
-	if err := p.readBody(r, x, prov); err != nil {
-		return err
+	path, _ := url.PathUnescape(escaped) // targetURL refuses a bad escape
+	x.metered = r.Method == http.MethodPost && metered(path)
+	info, err := p.readBody(r, x)
+	if err != nil {
+		return false, err
+	}
+
+	var prov aiproxy.Provider
+	routed := false
+	if !named {
+		prov, escaped, routed = p.routeModel(r.Context(), x, info.Model, escaped)
+	}
+	if !routed {
+		if prov, err = p.provider(r.Context(), norm); err != nil {
+			if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
+				return false, aiproxy.Errorf(aiproxy.EUNKNOWNPROVIDER, "provider %s is not registered on this proxy", strconv.Quote(norm))
+			}
+			return false, err
+		}
+	}
+	x.provider = prov.Host
+	if len(prov.Keys) == 0 {
+		return false, aiproxy.Errorf(aiproxy.EUPSTREAM, "provider %s has no key", prov.Host)
+	}
+	if x.target, err = targetURL(prov.BaseURL, escaped, r.URL.RawQuery); err != nil {
+		return false, err
+	}
+	if x.body != nil && info.Stream && !info.IncludeUsage && prov.InjectUsage && strings.HasSuffix(x.target.Path, "/chat/completions") {
+		if nb, ok := openai.InjectIncludeUsage(x.body); ok {
+			x.body, x.strip = nb, true
+		}
 	}
 	x.prov = prov
 	x.keys, err = p.pool.usable(prov, int(p.next.Add(1)%uint64(len(prov.Keys))), p.now())
 	if err != nil {
-		return err
+		return false, err
 	}
 	x.key = x.keys[0]
-	return nil
+	return false, nil
+}
+
+// routeModel is model routing (CONTRACT section 6): a JSON body whose
+// model is ALIAS/MODEL or HOST/MODEL for a registered provider goes to that
+// provider as MODEL, with the path's leading /v1 replaced by the provider's
+// API root. Any other model, one with a native "/" included, goes unchanged
+// to the default provider.
+func (p *Proxy) routeModel(ctx context.Context, x *exchange, model, escaped string) (aiproxy.Provider, string, bool) {
+	prefix, rest, ok := strings.Cut(model, "/")
+	if !ok || rest == "" || x.body == nil {
+		return aiproxy.Provider{}, escaped, false
+	}
+	name, err := aiproxy.NormalizeHost(prefix)
+	if err != nil {
+		return aiproxy.Provider{}, escaped, false
+	}
+	prov, err := p.dir.Provider(ctx, name)
+	if err != nil {
+		return aiproxy.Provider{}, escaped, false
+	}
+	body, ok := openai.ReplaceModel(x.body, rest)
+	if !ok {
+		return aiproxy.Provider{}, escaped, false
+	}
+	x.body, x.model = body, aiproxy.Clip(rest, aiproxy.MaxModelLen)
+	if tail, ok := strings.CutPrefix(escaped, "/v1"); ok && (tail == "" || tail[0] == '/') {
+		root := prov.APIRoot
+		if root == "" {
+			root = aiproxy.DefaultAPIRoot
+		}
+		escaped = strings.TrimSuffix((&url.URL{Path: root}).EscapedPath(), "/") + tail
+	}
+	return prov, escaped, true
+}
+
+// modelsPath reports whether escaped is /v1/models (id "") or
+// /v1/models/{id}.
+func modelsPath(escaped string) (id string, ok bool) {
+	rest, ok := strings.CutPrefix(escaped, "/v1/models")
+	switch {
+	case !ok:
+		return "", false
+	case rest == "" || rest == "/":
+		return "", true
+	case rest[0] == '/':
+		id, err := url.PathUnescape(rest[1:])
+		return id, err == nil && id != ""
+	}
+	return "", false
 }
 
 // targetURL joins the provider's base URL and the client's escaped path,
@@ -397,39 +477,34 @@ func metered(path string) bool {
 // it. A metered body that is not one unambiguous JSON object is refused:
 // what aiproxy reads must be what the upstream reads. Any other body
 // streams through unread, each read bounded by BodyTimeout.
-func (p *Proxy) readBody(r *http.Request, x *exchange, prov aiproxy.Provider) error {
+func (p *Proxy) readBody(r *http.Request, x *exchange) (openai.RequestInfo, error) {
 	if r.ContentLength > p.cfg.MaxBody {
-		return p.tooLarge()
+		return openai.RequestInfo{}, p.tooLarge()
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil
+		return openai.RequestInfo{}, nil
 	}
 	body := &clientBody{r: http.MaxBytesReader(nil, r.Body, p.cfg.MaxBody), c: r.Body, rc: x.rc, timeout: p.cfg.BodyTimeout}
 	if !x.metered && !isJSON(r.Header.Get("Content-Type")) {
 		x.reqBody = body
-		return nil
+		return openai.RequestInfo{}, nil
 	}
 	buf, err := io.ReadAll(body)
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
-			return p.tooLarge()
+			return openai.RequestInfo{}, p.tooLarge()
 		}
-		return aiproxy.Errorf(aiproxy.EINVALID, "could not read the request body")
+		return openai.RequestInfo{}, aiproxy.Errorf(aiproxy.EINVALID, "could not read the request body")
 	}
 	body.done()
+	x.body = buf
 	info := openai.InspectRequest(buf)
 	if x.metered && info.Problem != "" {
-		return aiproxy.Errorf(aiproxy.EINVALID, "aiproxy cannot read the request body unambiguously: %s", info.Problem)
+		return info, aiproxy.Errorf(aiproxy.EINVALID, "aiproxy cannot read the request body unambiguously: %s", info.Problem)
 	}
 	x.model = aiproxy.Clip(info.Model, aiproxy.MaxModelLen)
 	x.streamed = info.Stream
-	if info.Stream && !info.IncludeUsage && prov.InjectUsage && strings.HasSuffix(x.target.Path, "/chat/completions") {
-		if nb, ok := openai.InjectIncludeUsage(buf); ok {
-			buf, x.strip = nb, true
-		}
-	}
-	x.body = buf
-	return nil
+	return info, nil
 }
 
 func (p *Proxy) provider(ctx context.Context, host string) (aiproxy.Provider, error) {

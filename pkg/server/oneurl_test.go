@@ -1,0 +1,117 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aiproxy/aiproxy/pkg/admin"
+)
+
+// recordingUpstream records the path, auth headers and body of each request
+// and answers a chat completion.
+type recordingUpstream struct {
+	mu   sync.Mutex
+	reqs []recorded
+}
+
+type recorded struct {
+	Path   string
+	Header http.Header
+	Body   string
+}
+
+func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	u.reqs = append(u.reqs, recorded{r.URL.EscapedPath(), r.Header.Clone(), string(b)})
+	u.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"model":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`)
+}
+
+func (u *recordingUpstream) last(t *testing.T) recorded {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.reqs) == 0 {
+		t.Fatal("upstream saw no request")
+	}
+	return u.reqs[len(u.reqs)-1]
+}
+
+func addAliased(t *testing.T, h *harness, host, alias, apiRoot, auth, key string, up http.Handler) {
+	t.Helper()
+	srv := upstreamFunc(t, h, "placeholder-"+alias+".example", "sk-placeholder-"+alias+"-0001", up.ServeHTTP)
+	if err := h.svc.AddProviderKey(context.Background(), admin.ProviderKey{Host: host, Key: key, BaseURL: srv.URL, Alias: alias, APIRoot: apiRoot, Auth: auth}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A model named ALIAS/MODEL reaches that provider as MODEL, under its API
+// root, in its auth scheme; a model with a native "/" that names no
+// provider goes unchanged to the default provider.
+func TestModelRouting_PrefixPicksProvider(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	groq := &recordingUpstream{}
+	addAliased(t, h, "api.groq.com", "groq", "/openai/v1", "", "sk-upstream-groq-000001", groq)
+	res := h.do("POST", "/v1/chat/completions", `{"model":"groq/llama-3.3-70b-versatile","messages":[]}`, bearer(h.key))
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	got := groq.last(t)
+	if got.Path != "/openai/v1/chat/completions" || got.Header.Get("Authorization") != "Bearer sk-upstream-groq-000001" {
+		t.Errorf("groq saw %s %q", got.Path, got.Header.Get("Authorization"))
+	}
+	var body struct{ Model string }
+	json.Unmarshal([]byte(got.Body), &body)
+	if body.Model != "llama-3.3-70b-versatile" {
+		t.Errorf("groq saw model %q", body.Model)
+	}
+	// A native slash: the default provider, unchanged.
+	before := h.fake.Count()
+	res = h.do("POST", "/v1/chat/completions", `{"model":"meta-llama/Llama-3-8b","messages":[]}`, bearer(h.key))
+	readAll(t, res)
+	reqs := h.fake.Requests()
+	if len(reqs) != before+1 || !strings.Contains(string(reqs[len(reqs)-1].Body), `"meta-llama/Llama-3-8b"`) {
+		t.Errorf("native-slash model did not reach the default provider unchanged")
+	}
+	// A request that names its provider keeps its path and model.
+	hdr := bearer(h.key)
+	hdr["X-Host-Final"] = "groq"
+	res = h.do("POST", "/openai/v1/chat/completions", `{"model":"groq/x","messages":[]}`, hdr)
+	readAll(t, res)
+	if got := groq.last(t); got.Path != "/openai/v1/chat/completions" || !strings.Contains(got.Body, `"groq/x"`) {
+		t.Errorf("named provider: %s %s", got.Path, got.Body)
+	}
+}
+
+// An alias works wherever a host does: X-Host-Final and the first path
+// segment; the usage row names the canonical host.
+func TestAlias_InHeaderAndPath(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	up := &recordingUpstream{}
+	addAliased(t, h, "api.anthropic.com", "claude", "", "", "sk-upstream-anthropic-0001", up)
+	res := h.do("POST", "/claude/v1/messages", `{"model":"claude-x","max_tokens":5,"messages":[]}`, map[string]string{"X-Api-Key": h.key})
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	got := up.last(t)
+	if got.Path != "/v1/messages" || got.Header.Get("X-Api-Key") != "sk-upstream-anthropic-0001" || got.Header.Get("Authorization") != "" {
+		t.Errorf("anthropic saw %s x-api-key=%q authorization=%q", got.Path, got.Header.Get("X-Api-Key"), got.Header.Get("Authorization"))
+	}
+	hdr := bearer(h.key)
+	hdr["X-Host-Final"] = "CLAUDE"
+	res = h.do("POST", "/v1/messages", `{"model":"claude-x","max_tokens":5,"messages":[]}`, hdr)
+	readAll(t, res)
+	h.flushUsage()
+	for _, r := range h.stats("provider") {
+		if r.Key != "api.anthropic.com" {
+			t.Errorf("usage recorded under %q", r.Key)
+		}
+	}
+}
