@@ -19,8 +19,8 @@ func (d *DB) InsertUsage(ctx context.Context, batch []aiproxy.Usage) error {
 	return d.write(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage (ts, user_id, user_name, provider, model, path, status,
 			prompt_tokens, completion_tokens, total_tokens, reasoning_tokens, cached_tokens,
-			duration_ms, ttfb_ms, streamed, partial, cost_micro_usd, unmetered)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+			duration_ms, ttfb_ms, streamed, partial, cost_micro_usd, unmetered, charged_tokens, charged_micro_usd)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0))`)
 		if err != nil {
 			return err
 		}
@@ -32,7 +32,8 @@ func (d *DB) InsertUsage(ctx context.Context, batch []aiproxy.Usage) error {
 			}
 			if _, err := stmt.ExecContext(ctx, ms(u.Time), u.UserID, u.UserName, u.Provider, u.Model, u.Path, u.Status,
 				u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.ReasoningTokens, u.CachedTokens,
-				u.Duration.Milliseconds(), ttfb, u.Streamed, u.Partial, costMicroUSD(u.CostUSD), u.Unmetered); err != nil {
+				u.Duration.Milliseconds(), ttfb, u.Streamed, u.Partial, costMicroUSD(u.CostUSD), u.Unmetered,
+				u.ChargedTokens, u.ChargedMicroUSD); err != nil {
 				return err
 			}
 		}
