@@ -94,6 +94,10 @@ type parityState struct {
 	Users     []parityUser
 	Providers []parityProvider
 	Prices    []aiproxy.Price
+	// Audit is each audit record made by the row (not the seed's, which
+	// have no source) as "action target result": the same from either
+	// transport.
+	Audit []string
 }
 
 func readParityState(t *testing.T, path string) parityState {
@@ -122,6 +126,15 @@ func readParityState(t *testing.T, path string) parityState {
 		}
 		ks := slices.Sorted(slices.Values(full.Keys))
 		s.Providers = append(s.Providers, parityProvider{p.Host, p.BaseURL, p.InjectUsage, ks})
+	}
+	recs, err := svc.AuditLog(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Source != "" {
+			s.Audit = append(s.Audit, r.Action+" "+r.Target+" "+r.Result)
+		}
 	}
 	return s
 }
@@ -181,6 +194,8 @@ var parityRows = []parityRow{
 	{name: "stats", cli: []string{"stats", "--json", "--by", "user"}, method: "GET", path: "/stats?by=user", out: "json"},
 	{name: "stats bad group", cli: []string{"stats", "--by", "color"}, method: "GET", path: "/stats?by=color", kind: aiproxy.EINVALID},
 	{name: "stats bad since", cli: []string{"stats", "--since", "yesterday"}, method: "GET", path: "/stats?since=yesterday", kind: aiproxy.EINVALID},
+	{name: "audit", cli: []string{"audit", "--json", "--since", "2001-01-01"}, method: "GET", path: "/audit?since=2001-01-01", out: "json"},
+	{name: "audit bad since", cli: []string{"audit", "--since", "yesterday"}, method: "GET", path: "/audit?since=yesterday", kind: aiproxy.EINVALID},
 
 	{name: "price set, a model with a slash", cli: []string{"price", "set", "openai/gpt-oss-120b", "--input", "0.15", "--output", "0.60", "--cached-input", "0.075"}, method: "POST", path: "/price/openai/gpt-oss-120b", body: `{"input":0.15,"output":0.60,"cached_input":0.075}`, out: "ok"},
 	{name: "price set over a built-in price", cli: []string{"price", "set", "gpt-4o", "--input", "1", "--output", "2"}, method: "POST", path: "/price/gpt-4o", body: `{"input":1,"output":2}`, out: "ok"},
@@ -348,6 +363,7 @@ var exemptFromParity = map[string]string{
 	"version": "not an admin operation",
 	"backup":  "a copy of the database holds the provider keys, which never leave the process",
 	"rekey":   "needs the secret files on the database's host, with serve stopped",
+	"health":  "asks serve's /healthz over HTTP itself",
 }
 
 // TestParity_everyCommandHasARow fails when a command is added to the CLI

@@ -68,7 +68,10 @@ func execute(ctx context.Context, args []string, s Streams, lookupEnv func(strin
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
-	err := root.ExecuteContext(ctx)
+	c, err := root.ExecuteContextC(ctx)
+	if err != nil {
+		app.auditFailed(c, err)
+	}
 	app.close()
 	if err != nil {
 		fmt.Fprintln(s.Err, "aiproxy: "+oneLine(err.Error()))
@@ -89,12 +92,16 @@ func newRoot(app *appContext) *cobra.Command {
 		Version:       versionText(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
-			return app.configure(c)
+		PersistentPreRunE: func(c *cobra.Command, args []string) error {
+			if err := app.configure(c); err != nil {
+				return err
+			}
+			auditCLI(c, args)
+			return nil
 		},
 	}
 	root.SetVersionTemplate("aiproxy {{.Version}}\n")
-	root.CompletionOptions.DisableDefaultCmd = true
+	// cobra's own `completion bash|zsh|fish|powershell` (CONTRACT section 7).
 	root.PersistentFlags().String("db", "", "SQLite database file (default "+defaultDBPath()+")")
 	root.PersistentFlags().String("config", "", "YAML config file whose keys are the flag names")
 	root.PersistentFlags().String("secret-key-file", "", "file holding the base64 secret that seals provider keys (default: AIPROXY_SECRET_KEY, else DB.key beside the database, created on first use)")
@@ -110,6 +117,8 @@ func newRoot(app *appContext) *cobra.Command {
 		newBackupCmd(app),
 		newRekeyCmd(app),
 		newVersionCmd(app),
+		newAuditCmd(app),
+		newHealthCmd(app),
 	)
 	return root
 }

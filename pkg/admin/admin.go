@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/audit"
 	"github.com/aiproxy/aiproxy/pkg/keys"
 	"github.com/aiproxy/aiproxy/pkg/store"
 )
@@ -56,7 +57,9 @@ func (s *Service) checkFuture(e Expiry) error {
 
 // CreateUser makes user name with a new key and returns the key, which is
 // never shown again. Errors: EINVALID (name, expiry), ECONFLICT.
-func (s *Service) CreateUser(ctx context.Context, name string, exp Expiry) (string, error) {
+func (s *Service) CreateUser(ctx context.Context, name string, exp Expiry) (_ string, err error) {
+	ctx, end := s.change(ctx, "user.create", name)
+	defer func() { end(err) }()
 	if err := aiproxy.ValidateUserName(name); err != nil {
 		return "", err
 	}
@@ -72,7 +75,9 @@ func (s *Service) CreateUser(ctx context.Context, name string, exp Expiry) (stri
 
 // ResetUser gives user name a new key; the old one stops working at once.
 // Without exp.Set the expiry is kept. Errors: EINVALID, ENOTFOUND.
-func (s *Service) ResetUser(ctx context.Context, name string, exp Expiry) (string, error) {
+func (s *Service) ResetUser(ctx context.Context, name string, exp Expiry) (_ string, err error) {
+	ctx, end := s.change(ctx, "user.reset", name)
+	defer func() { end(err) }()
 	if err := aiproxy.ValidateUserName(name); err != nil {
 		return "", err
 	}
@@ -88,7 +93,9 @@ func (s *Service) ResetUser(ctx context.Context, name string, exp Expiry) (strin
 
 // SetUserExpiry changes when user name's key expires (exp.At nil: never).
 // Errors: EINVALID, ENOTFOUND.
-func (s *Service) SetUserExpiry(ctx context.Context, name string, exp Expiry) error {
+func (s *Service) SetUserExpiry(ctx context.Context, name string, exp Expiry) (err error) {
+	ctx, end := s.change(ctx, "user.expire", name)
+	defer func() { end(err) }()
 	if err := aiproxy.ValidateUserName(name); err != nil {
 		return err
 	}
@@ -105,7 +112,9 @@ func (s *Service) SetUserExpiry(ctx context.Context, name string, exp Expiry) er
 
 // DeleteUser removes user name; its key stops working at once.
 // Errors: EINVALID, ENOTFOUND.
-func (s *Service) DeleteUser(ctx context.Context, name string) error {
+func (s *Service) DeleteUser(ctx context.Context, name string) (err error) {
+	ctx, end := s.change(ctx, "user.delete", name)
+	defer func() { end(err) }()
 	if err := aiproxy.ValidateUserName(name); err != nil {
 		return err
 	}
@@ -127,7 +136,9 @@ type ProviderKey struct {
 
 // AddProviderKey stores one more key for a host. Errors: EINVALID (host,
 // key, URL), ECONFLICT (same key again, or a different base URL).
-func (s *Service) AddProviderKey(ctx context.Context, p ProviderKey) error {
+func (s *Service) AddProviderKey(ctx context.Context, p ProviderKey) (err error) {
+	ctx, end := s.change(ctx, "provider.add", p.Host)
+	defer func() { end(err) }()
 	host, err := aiproxy.NormalizeHost(p.Host)
 	if err != nil {
 		return err
@@ -168,7 +179,9 @@ func validateProviderKey(k string) (string, error) {
 
 // SetProviderInjectUsage sets whether aiproxy asks host's streams for usage.
 // Errors: EINVALID, ENOTFOUND.
-func (s *Service) SetProviderInjectUsage(ctx context.Context, host string, inject bool) error {
+func (s *Service) SetProviderInjectUsage(ctx context.Context, host string, inject bool) (err error) {
+	ctx, end := s.change(ctx, "provider.set", host)
+	defer func() { end(err) }()
 	h, err := aiproxy.NormalizeHost(host)
 	if err != nil {
 		return err
@@ -180,7 +193,9 @@ func (s *Service) SetProviderInjectUsage(ctx context.Context, host string, injec
 // must parse as scheme://host[:port][/path]. The request path is appended
 // to it unchanged, so it holds no /v1. Errors: EINVALID (host, URL),
 // ENOTFOUND.
-func (s *Service) SetProviderBaseURL(ctx context.Context, host, baseURL string) error {
+func (s *Service) SetProviderBaseURL(ctx context.Context, host, baseURL string) (err error) {
+	ctx, end := s.change(ctx, "provider.set", host)
+	defer func() { end(err) }()
 	h, err := aiproxy.NormalizeHost(host)
 	if err != nil {
 		return err
@@ -206,7 +221,13 @@ func (s *Service) SetProviderBaseURL(ctx context.Context, host, baseURL string) 
 
 // RemoveProvider removes one key of host, or the whole host when key is
 // empty. Errors: EINVALID, ENOTFOUND.
-func (s *Service) RemoveProvider(ctx context.Context, host, key string) error {
+func (s *Service) RemoveProvider(ctx context.Context, host, key string) (err error) {
+	action := "provider.remove"
+	if key != "" {
+		action = "provider.remove_key"
+	}
+	ctx, end := s.change(ctx, action, host)
+	defer func() { end(err) }()
 	h, err := aiproxy.NormalizeHost(host)
 	if err != nil {
 		return err
@@ -325,15 +346,60 @@ func (s *Service) Me(ctx context.Context, key string) (Me, error) {
 // name and new key. The old key dies in the same commit; of concurrent
 // resets with one key exactly one succeeds. Errors: as Authenticate.
 func (s *Service) ResetOwnKey(ctx context.Context, key string) (name, newKey string, err error) {
-	if _, err := s.Authenticate(ctx, key); err != nil {
+	u, err := s.Authenticate(ctx, key)
+	if err != nil {
+		// Not audited: a refused key names no user, and recording every
+		// stranger's attempt would let anyone fill the disk.
 		return "", "", err
 	}
+	ctx, end := s.change(ctx, "user.reset_self", u.Name)
+	defer func() {
+		if aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+			end(err)
+		}
+	}()
 	nk := s.NewKey()
-	u, err := s.db.ReplaceUserKey(ctx, keys.Hash(key), keys.Hash(nk), keys.Hint(nk))
+	u, err = s.db.ReplaceUserKey(ctx, keys.Hash(key), keys.Hash(nk), keys.Hint(nk))
 	if err != nil {
 		return "", "", err
 	}
 	return u.Name, nk, nil
+}
+
+// change names the admin change that its caller is about to make, action
+// on target, for the audit log (pkg/audit). The change is recorded by the
+// store in the transaction that makes it; end(err) records a change that
+// ended without one (refused before any write, or with nothing to change),
+// in a transaction of its own. Every method that changes something starts
+// with it:
+//
+//	ctx, end := s.change(ctx, "user.create", name)
+//	defer func() { end(err) }()
+func (s *Service) change(ctx context.Context, action, target string) (context.Context, func(error)) {
+	ctx, _ = audit.Begin(ctx, action, target, s.Now())
+	return ctx, func(err error) { s.db.RecordAudit(ctx, err) }
+}
+
+// EndChange records the change named in ctx (by a transport's fallback,
+// pkg/audit) as refused by err, unless it is already recorded: for a
+// transport whose request was refused before the service named its change.
+func (s *Service) EndChange(ctx context.Context, err error) {
+	if err != nil {
+		s.db.RecordAudit(ctx, err)
+	}
+}
+
+// AuditLog returns the audit log since D (a duration back from now, a date
+// or RFC 3339; empty: all of it), oldest first. Errors: EINVALID (since).
+func (s *Service) AuditLog(ctx context.Context, since string) ([]audit.Record, error) {
+	var t time.Time
+	if since != "" {
+		var err error
+		if t, err = aiproxy.ParseSince(since, s.Now()); err != nil {
+			return nil, err
+		}
+	}
+	return s.db.AuditLog(ctx, t)
 }
 
 // Backup writes a consistent snapshot of the database to path.

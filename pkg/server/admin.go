@@ -20,6 +20,7 @@ package server
 //	DELETE /{token}/provider/{host}/{key}          OK (one key)             | {"ok":true}
 //	       or DELETE /{token}/provider/{host} with the body {"key":"…"}
 //	GET    /{token}/stats[?user=&since=&by=]       JSON array of stats rows
+//	GET    /{token}/audit[?since=D]                JSON array of audit records (admin_audit.go)
 //	GET    /{token}/prices, POST|DELETE /{token}/price/{model...}  (admin_prices.go)
 //
 // D is what the CLI's --expires takes: 30d, 12h, 2027-01-31 or RFC 3339.
@@ -218,6 +219,7 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 	route("/provider/{host}", methods{http.MethodDelete: s.adminRemoveProvider, http.MethodPost: s.adminSetProvider})
 	route("/provider/{host}/{key}", methods{http.MethodDelete: s.adminRemoveProvider})
 	route("/stats", methods{http.MethodGet: s.adminStats})
+	route("/audit", methods{http.MethodGet: s.adminAudit})
 	route("/prices", methods{http.MethodGet: s.adminPrices})
 	route("/price/{model...}", methods{http.MethodPost: s.adminSetPrice, http.MethodDelete: s.adminRemovePrice})
 }
@@ -263,7 +265,9 @@ func (s *Server) admin(bearer bool, m methods) http.HandlerFunc {
 			httperr.Write(w, notAllowed(r.Method, list))
 			return
 		}
+		r = r.WithContext(auditContext(r))
 		if err := h(w, r); err != nil {
+			s.svc.EndChange(r.Context(), err) // a change refused before the service named it
 			s.writeError(w, r, err)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/aiproxy/aiproxy/db"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/audit"
 )
 
 // BusyTimeout is how long a write waits for another process's write lock
@@ -484,8 +485,31 @@ func isUnique(err error) bool {
 }
 
 // write runs fn in one immediate transaction and commits it, so a failure
-// anywhere leaves the database as it was.
+// anywhere leaves the database as it was. An admin change named in ctx
+// (pkg/audit: the transport's source, the service's action) is recorded in
+// the audit log in the same transaction, or, when the change fails, as
+// refused in a transaction of its own (audit.go).
 func (d *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var done *audit.Entry
+	err := d.writeTx(ctx, func(tx *sql.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		var err error
+		done, err = auditInTx(ctx, tx)
+		return err
+	})
+	if err != nil {
+		d.auditRefused(ctx, err)
+		return err
+	}
+	done.Done()
+	return nil
+}
+
+// writeTx runs fn in one immediate transaction and commits it, recording
+// nothing in the audit log.
+func (d *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return dbError(err)
