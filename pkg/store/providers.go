@@ -160,14 +160,23 @@ func (d *DB) ListProviders(ctx context.Context) ([]aiproxy.Provider, error) {
 // the whole provider table, so an unknown name costs no query and no
 // memory. It returns ENOTFOUND for an unknown name.
 func (d *DB) ProviderByHost(ctx context.Context, name string) (aiproxy.Provider, error) {
+	p, ok, err := d.FindProvider(ctx, name)
+	if err == nil && !ok {
+		err = aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", name)
+	}
+	return p, err
+}
+
+// FindProvider is ProviderByHost that reports a miss as !ok instead of an
+// error, so that model routing, which looks up every PREFIX/ of a model
+// name, allocates nothing for a name that is no provider.
+func (d *DB) FindProvider(ctx context.Context, name string) (aiproxy.Provider, bool, error) {
 	t, err := d.cache.providerTable(ctx, func() (*providerTable, error) { return d.loadProviderTable(ctx) })
 	if err != nil {
-		return aiproxy.Provider{}, dbError(err)
+		return aiproxy.Provider{}, false, dbError(err)
 	}
-	if p, ok, err := t.find(name); ok {
-		return p, err
-	}
-	return aiproxy.Provider{}, aiproxy.Errorf(aiproxy.ENOTFOUND, "provider %s not found", name)
+	p, ok, err := t.find(name)
+	return p, ok, err
 }
 
 func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider, error) {
