@@ -98,7 +98,7 @@ func (l *Limits) Set(field, value string) error {
 	case "rpm", "tpm", "concurrent":
 		var p *int64
 		if !none {
-			n, err := parseCount(field, v)
+			n, err := parseCount(field, v, v)
 			if err != nil {
 				return err
 			}
@@ -121,7 +121,7 @@ func (l *Limits) Set(field, value string) error {
 		if err != nil {
 			return err
 		}
-		n, err := parseCount(field, num)
+		n, err := parseCount(field, num, v)
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func (l *Limits) Set(field, value string) error {
 		if err != nil {
 			return err
 		}
-		usd, err := parseUSD(num)
+		usd, err := parseUSD(num, v)
 		if err != nil {
 			return err
 		}
@@ -182,8 +182,9 @@ func ParseModels(list []string) ([]string, error) {
 	return out, nil
 }
 
-func parseCount(field, v string) (int64, error) {
-	n, err := strconv.ParseInt(v, 10, 64)
+// parseCount parses num, a part of the value v that messages quote.
+func parseCount(field, num, v string) (int64, error) {
+	n, err := strconv.ParseInt(num, 10, 64)
 	switch {
 	case err == nil && n < 0:
 		return 0, Errorf(EINVALID, "invalid %s %q: it is negative; want a whole number ≥ 0, or none", field, v)
@@ -193,8 +194,8 @@ func parseCount(field, v string) (int64, error) {
 	return n, nil
 }
 
-func parseUSD(v string) (float64, error) {
-	num := strings.TrimPrefix(v, "$")
+func parseUSD(num, v string) (float64, error) {
+	num = strings.TrimPrefix(num, "$")
 	f, err := strconv.ParseFloat(num, 64)
 	switch {
 	case err == nil && f < 0:

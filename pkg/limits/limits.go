@@ -478,25 +478,24 @@ func (u *user) reserve(l *Limiter, req Request, now time.Time) (*Reservation, er
 	}
 	u.tokens.roll(now)
 	u.spend.roll(now)
-	h := u.headers(now, lim)
 	if metered {
 		if !u.tokens.fits(needTok) {
-			return nil, u.quota(now, h, "token", needTok, func(n int64) string { return strconv.FormatInt(n, 10) + " tokens" }, &u.tokens)
+			return nil, u.quota(now, u.headers(now, lim), "token", needTok, func(n int64) string { return strconv.FormatInt(n, 10) + " tokens" }, &u.tokens)
 		}
 		if !u.spend.fits(needUSD) {
-			return nil, u.quota(now, h, "spend", needUSD, formatUSD, &u.spend)
+			return nil, u.quota(now, u.headers(now, lim), "spend", needUSD, formatUSD, &u.spend)
 		}
 	}
 	if lim.Concurrent != nil && u.inflight >= *lim.Concurrent {
 		return nil, &Refusal{err: aiproxy.Errorf(aiproxy.ELIMIT,
 			"too many requests at once: this key may have %d in flight; retry when one ends", *lim.Concurrent),
-			retry: time.Second, hdr: h}
+			retry: time.Second, hdr: u.headers(now, lim)}
 	}
 	if lim.RPM != nil {
 		if wait := u.reqs.wait(now, 1, *lim.RPM); wait > 0 {
 			return nil, &Refusal{err: aiproxy.Errorf(aiproxy.ELIMIT,
 				"rate limit reached: %d requests per minute for this key; retry in %s", *lim.RPM, formatWait(wait)),
-				retry: wait, hdr: h}
+				retry: wait, hdr: u.headers(now, lim)}
 		}
 	}
 	if lim.TPM != nil && needTok > 0 {
@@ -509,7 +508,7 @@ func (u *user) reserve(l *Limiter, req Request, now time.Time) (*Reservation, er
 					"this request may use %d tokens, more than this key's %d tokens per minute: lower max_tokens",
 					needTok, *lim.TPM)
 			}
-			return nil, &Refusal{err: msg, retry: wait, hdr: h}
+			return nil, &Refusal{err: msg, retry: wait, hdr: u.headers(now, lim)}
 		}
 	}
 
@@ -589,16 +588,18 @@ func (u *user) headers(now time.Time, lim *aiproxy.Limits) headers {
 	return h
 }
 
+// set writes the headers with their canonical names, as http.Header.Set
+// would, without canonicalising each name again.
 func (h *headers) set(hd http.Header) {
 	if h.rpm {
-		hd.Set("x-ratelimit-limit-requests", strconv.FormatInt(h.reqLimit, 10))
-		hd.Set("x-ratelimit-remaining-requests", strconv.FormatInt(h.reqLeft, 10))
-		hd.Set("x-ratelimit-reset-requests", resetForm(h.reqReset))
+		hd["X-Ratelimit-Limit-Requests"] = []string{strconv.FormatInt(h.reqLimit, 10)}
+		hd["X-Ratelimit-Remaining-Requests"] = []string{strconv.FormatInt(h.reqLeft, 10)}
+		hd["X-Ratelimit-Reset-Requests"] = []string{resetForm(h.reqReset)}
 	}
 	if h.tpm {
-		hd.Set("x-ratelimit-limit-tokens", strconv.FormatInt(h.tokLimit, 10))
-		hd.Set("x-ratelimit-remaining-tokens", strconv.FormatInt(h.tokLeft, 10))
-		hd.Set("x-ratelimit-reset-tokens", resetForm(h.tokReset))
+		hd["X-Ratelimit-Limit-Tokens"] = []string{strconv.FormatInt(h.tokLimit, 10)}
+		hd["X-Ratelimit-Remaining-Tokens"] = []string{strconv.FormatInt(h.tokLeft, 10)}
+		hd["X-Ratelimit-Reset-Tokens"] = []string{resetForm(h.tokReset)}
 	}
 }
 
