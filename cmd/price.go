@@ -97,7 +97,8 @@ func newPriceRemoveCmd(app *appContext) *cobra.Command {
 		Short:   "Remove the price set for a model (a built-in price applies again)",
 		Long: "Remove the price set for MODEL with price set. A built-in price of the same model\n" +
 			"applies again; a built-in price alone cannot be removed (override it instead).",
-		Example: "  aiproxy price remove openai/gpt-oss-120b",
+		Example: "  aiproxy price set gpt-4o --input 2 --output 8   # override the built-in price\n" +
+			"  aiproxy price remove gpt-4o                       # the built-in price applies again",
 		Args:    argsExact("MODEL"),
 		RunE: func(c *cobra.Command, args []string) error {
 			svc, err := app.service(c.Context())

@@ -37,6 +37,10 @@ func (s *Server) adminSetPrice(w http.ResponseWriter, r *http.Request) error {
 		CachedInput *float64 `json:"cached_input"`
 	}
 	present, err := decodeBody(w, r, &body)
+	if aiproxy.ErrorMessage(err) == "request body has an unknown field" {
+		// decodeBody never echoes the body; name the fields a price takes.
+		return aiproxy.Errorf(aiproxy.EINVALID, `request body has an unknown field: a price takes only "input", "output" and "cached_input"`)
+	}
 	if err != nil {
 		return err
 	}
