@@ -115,3 +115,36 @@ func TestAlias_InHeaderAndPath(t *testing.T) {
 		}
 	}
 }
+
+// A streamed Responses API request is counted from response.completed's
+// usage, and aiproxy injects nothing into it (issue 12 item 4).
+func TestResponsesStream_Counted(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	var got string
+	upstreamFunc(t, h, "responses.example", "sk-upstream-responses-01", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = string(b)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: response.created\n"+
+			`data: {"type":"response.created","response":{"id":"resp_1","model":"gpt-4.1","usage":null}}`+"\n\n"+
+			"event: response.output_text.delta\n"+
+			`data: {"type":"response.output_text.delta","delta":"Hi"}`+"\n\n"+
+			"event: response.completed\n"+
+			`data: {"type":"response.completed","response":{"id":"resp_1","model":"gpt-4.1","usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":4},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":10},"total_tokens":123}}}`+"\n\n")
+	})
+	hdr := bearer(h.key)
+	hdr["X-Host-Final"] = "responses.example"
+	const body = `{"model":"gpt-4.1","input":"hi","stream":true}`
+	res := h.do("POST", "/v1/responses", body, hdr)
+	if b := readAll(t, res); res.StatusCode != 200 || !strings.Contains(b, "response.completed") {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	if got != body {
+		t.Errorf("upstream got %s, want the body unchanged", got)
+	}
+	h.flushUsage()
+	rows := h.stats("")
+	if len(rows) != 1 || rows[0].PromptTokens != 36 || rows[0].CompletionTokens != 87 || rows[0].TotalTokens != 123 {
+		t.Errorf("usage = %+v", rows)
+	}
+}
