@@ -22,6 +22,10 @@ type Service struct {
 	Now func() time.Time
 	// NewKey makes user keys; tests may replace it.
 	NewKey func() string
+	// ReservedSegment, when set, names first path segments that a provider
+	// alias may not take besides aiproxy.Reserved's: serve sets it to
+	// recognise its admin token.
+	ReservedSegment func(seg string) bool
 }
 
 // New returns a Service over db.
@@ -122,8 +126,13 @@ func (s *Service) DeleteUser(ctx context.Context, name string) (err error) {
 }
 
 // ListUsers returns all users by name. Keys are never included.
+// Each row carries its limits, with what the current periods used (limits.go).
 func (s *Service) ListUsers(ctx context.Context) ([]aiproxy.User, error) {
-	return s.db.ListUsers(ctx)
+	users, err := s.db.ListUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return users, s.fillLimits(ctx, users)
 }
 
 // ProviderKey describes one `provider add`.
@@ -132,6 +141,9 @@ type ProviderKey struct {
 	Key         string
 	BaseURL     string // empty: keep the host's URL, or https://HOST for a new host
 	InjectUsage *bool  // nil: keep (true for a new host)
+	// Alias, APIRoot and Auth: empty keeps the host's (a new host: no alias,
+	// and the API root and auth scheme its host is known to use).
+	Alias, APIRoot, Auth string
 }
 
 // AddProviderKey stores one more key for a host. Errors: EINVALID (host,
@@ -153,8 +165,14 @@ func (s *Service) AddProviderKey(ctx context.Context, p ProviderKey) (err error)
 			return err
 		}
 	}
+	set, err := s.providerSettings(ProviderSettings{Alias: nonEmpty(p.Alias), APIRoot: nonEmpty(p.APIRoot), Auth: nonEmpty(p.Auth)})
+	if err != nil {
+		return err
+	}
 	return s.db.AddProviderKey(ctx, store.ProviderKey{
 		Host: host, BaseURL: baseURL, DefaultBaseURL: "https://" + host, InjectUsage: p.InjectUsage,
+		Alias: deref(set.Alias), APIRoot: deref(set.APIRoot), Auth: deref(set.Auth),
+		DefaultAPIRoot: aiproxy.DefaultAPIRootFor(host), DefaultAuth: aiproxy.DefaultAuth(host),
 		Secret: key, KeyHash: keys.Hash(key), KeyHint: keys.Hint(key),
 	}, s.Now())
 }
@@ -327,6 +345,7 @@ type Me struct {
 	KeyHint   string              `json:"key_hint"`
 	ExpiresAt *time.Time          `json:"expires_at"`
 	Usage     aiproxy.UsageTotals `json:"usage"`
+	Limits    aiproxy.LimitsView  `json:"limits"`
 }
 
 // Me returns the caller's own record and usage. Errors: as Authenticate.
@@ -339,7 +358,11 @@ func (s *Service) Me(ctx context.Context, key string) (Me, error) {
 	if err != nil {
 		return Me{}, err
 	}
-	return Me{Name: u.Name, KeyHint: u.KeyHint, ExpiresAt: u.ExpiresAt, Usage: t}, nil
+	lim, err := s.userLimits(ctx, u.ID)
+	if err != nil {
+		return Me{}, err
+	}
+	return Me{Name: u.Name, KeyHint: u.KeyHint, ExpiresAt: u.ExpiresAt, Usage: t, Limits: lim}, nil
 }
 
 // ResetOwnKey replaces the caller's key with a new one and returns the user

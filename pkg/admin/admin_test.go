@@ -371,9 +371,11 @@ func TestService_AddProviderKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []aiproxy.Provider{
-		{Host: "api.groq.com", BaseURL: "https://api.groq.com", KeyCount: 1, KeyHints: []string{keys.Hint("gsk_one")}, InjectUsage: true},
+		{Host: "api.groq.com", BaseURL: "https://api.groq.com", KeyCount: 1, KeyHints: []string{keys.Hint("gsk_one")}, InjectUsage: true,
+			APIRoot: "/openai/v1", Auth: "bearer", Headers: map[string]string{}},
 		{Host: "localhost:11434", BaseURL: "http://localhost:11434/v1", KeyCount: 3,
-			KeyHints: []string{keys.Hint("ollama"), keys.Hint("ollama2"), keys.Hint("ollama3")}, InjectUsage: true},
+			KeyHints: []string{keys.Hint("ollama"), keys.Hint("ollama2"), keys.Hint("ollama3")}, InjectUsage: true,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 	}
 	ignoreID := cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".ID" }, cmp.Ignore())
 	if diff := cmp.Diff(want, got, ignoreID); diff != "" {

@@ -269,3 +269,36 @@ func (d *DB) loadProviderTable(ctx context.Context) (*providerTable, error) {
 	}
 	return t, nil
 }
+
+// ProviderSet is one consistent view of every provider, with the secret
+// keys, as the cache holds it: a request that looks up several names (an
+// X-Host-Final, a model's PREFIX/, the default provider) reads the
+// auth_version once, with ProviderSet, and then finds them all without a
+// query or an allocation. Read-only.
+type ProviderSet struct{ t *providerTable }
+
+// ProviderSet returns the current provider set (see ProviderByHost).
+func (d *DB) ProviderSet(ctx context.Context) (ProviderSet, error) {
+	t, err := d.cache.providerTable(ctx, func() (*providerTable, error) { return d.loadProviderTable(ctx) })
+	if err != nil {
+		return ProviderSet{}, dbError(err)
+	}
+	return ProviderSet{t}, nil
+}
+
+// Find returns the provider named name: a host (normalised on a miss, so
+// "API.Groq.com." finds api.groq.com) or an alias in any case. A name that
+// is no provider is !ok, not an error; a provider whose keys do not unseal
+// is ok with that error.
+func (s ProviderSet) Find(name string) (aiproxy.Provider, bool, error) {
+	if s.t == nil {
+		return aiproxy.Provider{}, false, nil
+	}
+	if p, ok, err := s.t.find(name); ok {
+		return p, ok, err
+	}
+	if h, err := aiproxy.NormalizeHost(name); err == nil && h != name {
+		return s.t.find(h)
+	}
+	return aiproxy.Provider{}, false, nil
+}
