@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -485,8 +486,11 @@ func (p *Proxy) readBody(r *http.Request, x *exchange) (openai.RequestInfo, erro
 		return openai.RequestInfo{}, nil
 	}
 	body := &clientBody{r: http.MaxBytesReader(nil, r.Body, p.cfg.MaxBody), c: r.Body, rc: x.rc, timeout: p.cfg.BodyTimeout}
-	if !x.metered && !isJSON(r.Header.Get("Content-Type")) {
+	if ct := r.Header.Get("Content-Type"); !x.metered && !isJSON(ct) {
 		x.reqBody = body
+		if model, ok := p.formModel(x, ct); ok {
+			x.model = model
+		}
 		return openai.RequestInfo{}, nil
 	}
 	buf, err := io.ReadAll(body)
@@ -505,6 +509,54 @@ func (p *Proxy) readBody(r *http.Request, x *exchange) (openai.RequestInfo, erro
 	x.model = aiproxy.Clip(info.Model, aiproxy.MaxModelLen)
 	x.streamed = info.Stream
 	return info, nil
+}
+
+// formPeek is how much of a multipart body formModel reads ahead.
+const formPeek = 16 << 10
+
+// formModel reads the model of a multipart form (an audio transcription, an
+// image edit) when its field comes before the file, from the first 16 KiB
+// of the body; those bytes are then sent first, and the rest streams
+// through as before, never held in memory.
+func (p *Proxy) formModel(x *exchange, ct string) (string, bool) {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return "", false
+	}
+	head := make([]byte, formPeek)
+	n, err := io.ReadFull(x.reqBody, head) // each read under the body timeout
+	head = head[:n]
+	x.reqBody.r = io.MultiReader(bytes.NewReader(head), errReader{err}, x.reqBody.r)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		x.reqBody.r = bytes.NewReader(head) // the whole body
+	} else if err != nil {
+		return "", false
+	}
+	mr := multipart.NewReader(bytes.NewReader(head), params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err != nil || part.FileName() != "" {
+			return "", false
+		}
+		if part.FormName() == "model" {
+			v, err := io.ReadAll(io.LimitReader(part, aiproxy.MaxModelLen+1))
+			if err != nil {
+				return "", false
+			}
+			return aiproxy.Clip(string(v), aiproxy.MaxModelLen), true
+		}
+	}
+}
+
+// errReader returns err once, or nothing when err is nil, so that a read
+// error met while peeking reaches the transport in its place.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	if e.err == nil {
+		return 0, io.EOF
+	}
+	return 0, e.err
 }
 
 func (p *Proxy) provider(ctx context.Context, host string) (aiproxy.Provider, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -146,5 +147,64 @@ func TestResponsesStream_Counted(t *testing.T) {
 	rows := h.stats("")
 	if len(rows) != 1 || rows[0].PromptTokens != 36 || rows[0].CompletionTokens != 87 || rows[0].TotalTokens != 123 {
 		t.Errorf("usage = %+v", rows)
+	}
+}
+
+// genReader yields n bytes without holding them.
+type genReader struct{ n int }
+
+func (g *genReader) Read(p []byte) (int, error) {
+	if g.n == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), g.n)
+	for i := range p[:k] {
+		p[i] = 'a'
+	}
+	g.n -= k
+	return k, nil
+}
+
+// A 25 MB multipart upload streams through: the proxy allocates far less
+// than the file, the model is read from the form field before the file,
+// and usage is recorded from the answer.
+func TestMultipart_StreamsThroughWithModel(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	var received int64
+	upstreamFunc(t, h, "audio.example", "sk-upstream-audio-000001", func(w http.ResponseWriter, r *http.Request) {
+		received, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"text":"hello","usage":{"type":"tokens","input_tokens":40,"output_tokens":2,"total_tokens":42}}`)
+	})
+	const size = 25 << 20
+	head := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o-transcribe\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n"
+	tail := "\r\n--b--\r\n"
+	body := io.MultiReader(strings.NewReader(head), &genReader{n: size}, strings.NewReader(tail))
+	req, _ := http.NewRequest("POST", h.proxy.URL+"/v1/audio/transcriptions", body)
+	req.ContentLength = int64(len(head) + size + len(tail))
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	req.Header.Set("X-Host-Final", "audio.example")
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, res)
+	runtime.ReadMemStats(&after)
+	if res.StatusCode != 200 || received != req.ContentLength {
+		t.Fatalf("status %d, upstream received %d of %d bytes", res.StatusCode, received, req.ContentLength)
+	}
+	// Client, proxy and upstream share this process: all three together
+	// allocate a fraction of the file.
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > size/4 {
+		t.Errorf("allocated %d MB while streaming a %d MB file", grew>>20, size>>20)
+	}
+	h.flushUsage()
+	rows := h.stats("model")
+	if len(rows) != 1 || rows[0].Key != "gpt-4o-transcribe" || rows[0].TotalTokens != 42 {
+		t.Errorf("usage by model = %+v", rows)
 	}
 }
