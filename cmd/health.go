@@ -98,3 +98,14 @@ func unwrapURLError(err error) error {
 	}
 	return err
 }
+
+// initCompletion adds cobra's own `completion bash|zsh|fish|powershell`
+// now rather than at Execute, so that an unknown shell is an error (as an
+// unknown subcommand is everywhere else) instead of the help and exit 0.
+func initCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	if c, _, err := root.Find([]string{"completion"}); err == nil && c != root {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = groupRunE
+	}
+}

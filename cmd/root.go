@@ -68,6 +68,7 @@ func execute(ctx context.Context, args []string, s Streams, lookupEnv func(strin
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
+	initCompletion(root) // after SetOut: cobra binds its writer at init
 	c, err := root.ExecuteContextC(ctx)
 	if err != nil {
 		app.auditFailed(c, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/logbuf"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 	"github.com/aiproxy/aiproxy/pkg/server"
+	"github.com/aiproxy/aiproxy/pkg/store"
 	"github.com/aiproxy/aiproxy/pkg/usage"
 )
 
@@ -31,6 +32,7 @@ type serveOptions struct {
 	IdleTimeout, ShutdownGrace           time.Duration
 	DenyPrivate                          bool
 	LogLevel, LogFormat                  string
+	UsageRetention                       string
 }
 
 // serveConfig is everything serve runs with, resolved and checked in one
@@ -44,6 +46,10 @@ type serveConfig struct {
 	LogLevel      slog.Level
 	LogFormat     string // "text", "json", or "" for text on a terminal
 	Proxy         proxy.Config
+
+	// UsageRetention is how long usage rows are kept whole before they
+	// are folded into daily totals (store.Retention).
+	UsageRetention time.Duration
 }
 
 func newServeCmd(app *appContext) *cobra.Command {
@@ -73,6 +79,7 @@ func newServeCmd(app *appContext) *cobra.Command {
 	f.BoolVar(&opts.DenyPrivate, "deny-private-upstreams", false, "refuse upstreams whose address is loopback, private or link-local (checked at dial time)")
 	f.StringVar(&opts.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&opts.LogFormat, "log-format", "", "text or json (default text on a terminal, json otherwise)")
+	f.StringVar(&opts.UsageRetention, "usage-retention", "400d", "keep usage rows this long (at least 1d), then fold them into daily totals that stats still reads")
 	return c
 }
 
@@ -124,6 +131,11 @@ func (a *appContext) resolveServe(o serveOptions, tokenOnArgv bool) (serveConfig
 			return cfg, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %s: want a duration of zero or more", a.source(d.name), d.v)
 		}
 	}
+	keep, err := parseRetention(o.UsageRetention, a.source("usage-retention"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.UsageRetention = keep
 	return cfg, nil
 }
 
@@ -149,6 +161,15 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 		return err
 	}
 	defer release()
+	// Only the serve that holds the claim folds old usage rows, in the
+	// background, a few milliseconds of write lock at a time.
+	retCtx, stopRetention := context.WithCancel(context.WithoutCancel(ctx))
+	retDone := make(chan struct{})
+	go func() {
+		defer close(retDone)
+		app.db.RunRetention(retCtx, store.Retention{Keep: cfg.UsageRetention, Log: log})
+	}()
+	defer func() { stopRetention(); <-retDone }()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -266,4 +287,27 @@ func newLogger(w, dest io.Writer, level slog.Level, format string) *slog.Logger 
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// parseRetention reads --usage-retention: a duration with a unit (400d, 8w,
+// 36h), at least one day; empty is the default. source names the flag, or where its value came
+// from, for the error.
+func parseRetention(v, source string) (time.Duration, error) {
+	if v == "" {
+		return store.DefaultRetention, nil
+	}
+	digits := strings.TrimRight(v, "smhdw")
+	if len(v) < 2 || len(digits) != len(v)-1 || strings.Trim(digits, "0123456789") != "" {
+		return 0, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %q: want a duration such as 400d, 8w or 36h", source, v)
+	}
+	now := time.Now()
+	t, err := aiproxy.ParseSince(v, now)
+	if err != nil {
+		return 0, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %q: want a duration such as 400d, 8w or 36h", source, v)
+	}
+	keep := now.Sub(t)
+	if err := store.CheckRetention(keep); err != nil {
+		return 0, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %q: keep usage at least 1 day (1d)", source, v)
+	}
+	return keep, nil
 }

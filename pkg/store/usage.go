@@ -80,8 +80,9 @@ func (d *DB) Stats(ctx context.Context, f aiproxy.StatsFilter) ([]aiproxy.StatsR
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	if f.By != "" {
-		q += " GROUP BY k ORDER BY k"
+		q += " GROUP BY k"
 	}
+	q, args = withDailyTotals(q, args, f) // and the rows that retention folded (retention.go)
 	rows, err := d.sql.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, dbError(err)
@@ -102,11 +103,15 @@ func (d *DB) Stats(ctx context.Context, f aiproxy.StatsFilter) ([]aiproxy.StatsR
 }
 
 // UserUsage returns the usage totals of one user (by id, so a re-created
-// user does not inherit a deleted one's records).
+// user does not inherit a deleted one's records), folded days included.
 func (d *DB) UserUsage(ctx context.Context, userID int64) (aiproxy.UsageTotals, error) {
 	var t aiproxy.UsageTotals
-	err := d.sql.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),
-		COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0) FROM usage WHERE user_id = ?`, userID).
+	err := d.sql.QueryRowContext(ctx, `SELECT SUM(n), SUM(p), SUM(c), SUM(t) FROM (
+		SELECT COUNT(*) AS n, COALESCE(SUM(prompt_tokens), 0) AS p,
+			COALESCE(SUM(completion_tokens), 0) AS c, COALESCE(SUM(total_tokens), 0) AS t FROM usage WHERE user_id = ?1
+		UNION ALL
+		SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(prompt_tokens), 0),
+			COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0) FROM usage_daily WHERE user_id = ?1)`, userID).
 		Scan(&t.Requests, &t.PromptTokens, &t.CompletionTokens, &t.TotalTokens)
 	return t, dbError(err)
 }
