@@ -128,3 +128,11 @@ func validateModel(model string) error {
 	}
 	return nil
 }
+
+// PriceTable returns the prices in force for the proxy: the built-in table
+// merged with the stored prices, read now. The proxy calls its Sync once
+// per request, after the user lookup, and its Lookup for the model it sends
+// upstream (see prices.Table).
+func (s *Service) PriceTable(ctx context.Context) (*prices.Table, error) {
+	return prices.Load(ctx, s.db)
+}

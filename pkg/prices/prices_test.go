@@ -1,6 +1,7 @@
 package prices_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -197,5 +198,75 @@ func BenchmarkTable_Lookup(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		tab.Lookup("gpt-4o-2024-08-06")
+	}
+}
+
+// TestTable_ConcurrentLookupAndSync: lookups never see a half-built table
+// while another request reloads it (run with -race).
+func TestTable_ConcurrentLookupAndSync(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "aiproxy.db")
+	serve, cli := openStore(t, path), openStore(t, path)
+	ctx := t.Context()
+	tab, err := prices.Load(ctx, serve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				serve.UserByKeyHash(ctx, "unknown")
+				if err := tab.Sync(ctx); err != nil {
+					errs <- err
+					return
+				}
+				if p, ok := tab.Lookup("gpt-4o-2024-08-06"); !ok || (p.Input != 2.5 && p.Input < 100) {
+					errs <- fmt.Errorf("Lookup(gpt-4o-2024-08-06) = %+v, %v", p, ok)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		if err := cli.SetPrice(ctx, aiproxy.Price{Model: "gpt-4o", Input: float64(100 + i), Output: 1}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	serve.UserByKeyHash(ctx, "unknown")
+	if err := tab.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := tab.Lookup("gpt-4o"); p.Input != 119 {
+		t.Errorf("Lookup(gpt-4o) after the last set = %+v, want input 119", p)
+	}
+}
+
+func BenchmarkTable_Sync(b *testing.B) {
+	d, err := store.Open(b.Context(), filepath.Join(b.TempDir(), "aiproxy.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	tab, err := prices.Load(b.Context(), d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tab.Sync(b.Context())
 	}
 }
