@@ -99,7 +99,7 @@ func newPriceRemoveCmd(app *appContext) *cobra.Command {
 			"applies again; a built-in price alone cannot be removed (override it instead).",
 		Example: "  aiproxy price set gpt-4o --input 2 --output 8   # override the built-in price\n" +
 			"  aiproxy price remove gpt-4o                       # the built-in price applies again",
-		Args:    argsExact("MODEL"),
+		Args: argsExact("MODEL"),
 		RunE: func(c *cobra.Command, args []string) error {
 			svc, err := app.service(c.Context())
 			if err != nil {
