@@ -359,11 +359,12 @@ func TestParity_listings(t *testing.T) {
 
 // exemptFromParity are commands with no HTTP twin, on purpose.
 var exemptFromParity = map[string]string{
-	"serve":   "it is the HTTP surface",
-	"version": "not an admin operation",
-	"backup":  "a copy of the database holds the provider keys, which never leave the process",
-	"rekey":   "needs the secret files on the database's host, with serve stopped",
-	"health":  "asks serve's /healthz over HTTP itself",
+	"serve":         "it is the HTTP surface",
+	"version":       "not an admin operation",
+	"backup":        "a copy of the database holds the provider keys, which never leave the process",
+	"rekey":         "needs the secret files on the database's host, with serve stopped",
+	"health":        "asks serve's /healthz over HTTP itself",
+	"provider test": "sends each provider key to its provider from the database's host; an HTTP twin would make serve call out on demand",
 }
 
 // TestParity_everyCommandHasARow fails when a command is added to the CLI

@@ -27,6 +27,7 @@ func newProviderCmd(app *appContext) *cobra.Command {
 		newProviderListCmd(app),
 		newProviderRemoveCmd(app),
 		newProviderSetCmd(app),
+		newProviderTestCmd(app),
 	)
 	return c
 }
