@@ -28,7 +28,9 @@ type PriceInput struct {
 // and counts from serve's next request. Input and output are required;
 // without CachedInput, cached input costs what other input costs.
 // It returns the price stored. Errors: EINVALID (naming the field).
-func (s *Service) SetPrice(ctx context.Context, in PriceInput) (aiproxy.Price, error) {
+func (s *Service) SetPrice(ctx context.Context, in PriceInput) (_ aiproxy.Price, err error) {
+	ctx, end := s.change(ctx, "price.set", in.Model)
+	defer func() { end(err) }()
 	if err := validateModel(in.Model); err != nil {
 		return aiproxy.Price{}, err
 	}
@@ -62,19 +64,18 @@ func (s *Service) SetPrice(ctx context.Context, in PriceInput) (aiproxy.Price, e
 // RemovePrice removes the price set for model; a built-in price of the
 // same name applies again. Errors: EINVALID, ENOTFOUND (no price at all),
 // ECONFLICT (only a built-in price, which cannot be removed).
-func (s *Service) RemovePrice(ctx context.Context, model string) error {
+func (s *Service) RemovePrice(ctx context.Context, model string) (err error) {
+	ctx, end := s.change(ctx, "price.remove", model)
+	defer func() { end(err) }()
 	if err := validateModel(model); err != nil {
 		return err
 	}
-	err := s.db.DeletePrice(ctx, model)
-	if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
-		if _, ok := prices.BuiltinPrice(model); ok {
-			return aiproxy.Errorf(aiproxy.ECONFLICT,
-				"model %q has only a built-in price, which cannot be removed: override it with price set", model)
-		}
-		return aiproxy.Errorf(aiproxy.ENOTFOUND, "model %q has no price", model)
+	missing := aiproxy.Errorf(aiproxy.ENOTFOUND, "model %q has no price", model)
+	if _, ok := prices.BuiltinPrice(model); ok {
+		missing = aiproxy.Errorf(aiproxy.ECONFLICT,
+			"model %q has only a built-in price, which cannot be removed: override it with price set", model)
 	}
-	return err
+	return s.db.DeletePrice(ctx, model, missing)
 }
 
 // ListPrices returns the prices in force, by model: every built-in one

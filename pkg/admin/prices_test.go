@@ -3,6 +3,7 @@ package admin_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -121,5 +122,34 @@ func TestService_RemovePrice(t *testing.T) {
 	}
 	if _, ok := priceOf(t, f, "gpt-4o"); !ok {
 		t.Errorf("gpt-4o is no longer listed")
+	}
+}
+
+// TestService_PriceChangesAreAudited: price set and remove are written to
+// the audit log, refusals included.
+func TestService_PriceChangesAreAudited(t *testing.T) {
+	t.Parallel()
+	f := newService(t)
+	ctx := t.Context()
+	f.svc.SetPrice(ctx, admin.PriceInput{Model: "openai/gpt-oss-120b", Input: f64(1), Output: f64(2)})
+	f.svc.SetPrice(ctx, admin.PriceInput{Model: "m", Input: f64(-1), Output: f64(2)})
+	f.svc.RemovePrice(ctx, "openai/gpt-oss-120b")
+	f.svc.RemovePrice(ctx, "gpt-4o")
+	recs, err := f.db.AuditLog(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Action+" "+r.Target+" "+r.Result)
+	}
+	want := []string{
+		"price.set openai/gpt-oss-120b ok",
+		"price.set m refused: invalid",
+		"price.remove openai/gpt-oss-120b ok",
+		"price.remove gpt-4o refused: conflict",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("audit log (-want +got):\n%s", diff)
 	}
 }

@@ -162,7 +162,7 @@ func TestTable_SyncSeesAnotherProcess(t *testing.T) {
 		t.Errorf("Lookup(groq/new-model) = %+v, %v; want the added price", p, ok)
 	}
 
-	if err := cli.DeletePrice(ctx, "gpt-4o"); err != nil {
+	if err := cli.DeletePrice(ctx, "gpt-4o", nil); err != nil {
 		t.Fatal(err)
 	}
 	request()

@@ -27,12 +27,16 @@ func (d *DB) SetPrice(ctx context.Context, p aiproxy.Price, now time.Time) error
 	})
 }
 
-// DeletePrice removes the stored price of model. Errors: ENOTFOUND when
-// none is stored.
-func (d *DB) DeletePrice(ctx context.Context, model string) error {
+// DeletePrice removes the stored price of model. When none is stored it
+// returns missing, or ENOTFOUND when missing is nil: the caller knows
+// whether a built-in price makes that a conflict, and the audit log
+// records the refusal the caller reports.
+func (d *DB) DeletePrice(ctx context.Context, model string, missing error) error {
+	if missing == nil {
+		missing = aiproxy.Errorf(aiproxy.ENOTFOUND, "no price is set for model %q", model)
+	}
 	return d.write(ctx, func(tx *sql.Tx) error {
-		return expectOne(tx.ExecContext(ctx, "DELETE FROM prices WHERE model = ?", model))(
-			aiproxy.Errorf(aiproxy.ENOTFOUND, "no price is set for model %q", model))
+		return expectOne(tx.ExecContext(ctx, "DELETE FROM prices WHERE model = ?", model))(missing)
 	})
 }
 

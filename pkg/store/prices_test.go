@@ -38,10 +38,10 @@ func TestPrices_SetListDelete(t *testing.T) {
 		t.Errorf("ListPrices() (-want +got):\n%s", diff)
 	}
 
-	if err := d.DeletePrice(ctx, "gpt-4o"); err != nil {
+	if err := d.DeletePrice(ctx, "gpt-4o", nil); err != nil {
 		t.Fatalf("DeletePrice(gpt-4o) error = %v", err)
 	}
-	if err := d.DeletePrice(ctx, "gpt-4o"); aiproxy.ErrorCode(err) != aiproxy.ENOTFOUND {
+	if err := d.DeletePrice(ctx, "gpt-4o", nil); aiproxy.ErrorCode(err) != aiproxy.ENOTFOUND {
 		t.Errorf("DeletePrice(gpt-4o) again error = %v, want ENOTFOUND", err)
 	}
 	got, _ = d.ListPrices(ctx)
@@ -95,7 +95,7 @@ func TestPrices_ChangeMovesAuthVersion(t *testing.T) {
 	if v < after || len(ps) != 1 || ps[0].Model != "m" {
 		t.Errorf("PricesVersion() = %d, %v; want version >= %d and the price of m", v, ps, after)
 	}
-	if err := cli.DeletePrice(ctx, "m"); err != nil {
+	if err := cli.DeletePrice(ctx, "m", nil); err != nil {
 		t.Fatal(err)
 	}
 	lookup()
