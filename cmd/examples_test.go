@@ -64,9 +64,7 @@ var notRun = map[string]string{
 // pendingExamples are examples that wait for a change outside cmd/, and
 // why. Each must fail until then; one that works fails the test, so that
 // the entry is removed.
-var pendingExamples = map[string]string{
-	"aiproxy provider set api.groq.com --base-url https://api.groq.com": "needs store.DB.SetProviderBaseURL",
-}
+var pendingExamples = map[string]string{}
 
 // sectionSetup prepares a README section that relies on state the reader
 // made in an earlier section (a user, providers, a running serve).

@@ -50,7 +50,11 @@ func paritySeed(t *testing.T, path string) {
 		{"api.openai.com", "sk-seed-2", ""},
 		{"local.test", "lk-seed-1", "http://127.0.0.1:9"},
 	} {
-		if err := svc.AddProviderKey(ctx, admin.ProviderKey{Host: p[0], Key: p[1], BaseURL: p[2]}); err != nil {
+		alias := ""
+		if p[0] == "local.test" {
+			alias = "local"
+		}
+		if err := svc.AddProviderKey(ctx, admin.ProviderKey{Host: p[0], Key: p[1], BaseURL: p[2], Alias: alias}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -85,9 +89,11 @@ type parityUser struct {
 }
 
 type parityProvider struct {
-	Host, BaseURL string
-	InjectUsage   bool
-	Keys          []string
+	Host, BaseURL        string
+	InjectUsage          bool
+	Alias, APIRoot, Auth string
+	Headers              map[string]string
+	Keys                 []string
 }
 
 type parityState struct {
@@ -125,7 +131,7 @@ func readParityState(t *testing.T, path string) parityState {
 			t.Fatal(err)
 		}
 		ks := slices.Sorted(slices.Values(full.Keys))
-		s.Providers = append(s.Providers, parityProvider{p.Host, p.BaseURL, p.InjectUsage, ks})
+		s.Providers = append(s.Providers, parityProvider{p.Host, p.BaseURL, p.InjectUsage, p.Alias, p.APIRoot, p.Auth, p.Headers, ks})
 	}
 	recs, err := svc.AuditLog(ctx, "")
 	if err != nil {
@@ -189,7 +195,24 @@ var parityRows = []parityRow{
 	{name: "remove the last key", cli: []string{"provider", "remove", "local.test", "lk-seed-1"}, method: "DELETE", path: "/provider/local.test/lk-seed-1", out: "ok"},
 	{name: "remove missing host", cli: []string{"provider", "remove", "api.groq.com"}, method: "DELETE", path: "/provider/api.groq.com", kind: aiproxy.ENOTFOUND},
 	{name: "remove missing key", cli: []string{"provider", "remove", "api.openai.com", "sk-nope"}, method: "DELETE", path: "/provider/api.openai.com/sk-nope", kind: aiproxy.ENOTFOUND},
-	{name: "set inject usage", cli: []string{"provider", "set", "api.openai.com", "--inject-usage=false"}, method: "POST", path: "/provider/api.openai.com?inject_usage=false", out: "ok"},
+	{name: "set inject usage", cli: []string{"provider", "set", "api.openai.com", "--inject-usage=false"}, method: "POST", path: "/provider/api.openai.com?inject_usage=false", out: "row"},
+	{name: "set inject usage in a body", cli: []string{"provider", "set", "api.openai.com", "--inject-usage=false"}, method: "POST", path: "/provider/api.openai.com", body: `{"inject_usage":false}`, out: "row"},
+	{name: "set alias", cli: []string{"provider", "set", "api.openai.com", "--alias", "OAI"}, method: "POST", path: "/provider/api.openai.com", body: `{"alias":"OAI"}`, out: "row"},
+	{name: "set by alias, remove it", cli: []string{"provider", "set", "local", "--alias", ""}, method: "POST", path: "/provider/local", body: `{"alias":""}`, out: "row"},
+	{name: "set base URL", cli: []string{"provider", "set", "local.test", "--base-url", "http://127.0.0.1:8/"}, method: "POST", path: "/provider/local.test", body: `{"base_url":"http://127.0.0.1:8/"}`, out: "row"},
+	{name: "set API root, auth and headers", cli: []string{"provider", "set", "api.openai.com", "--api-root", "/openai/v1", "--auth", "x-api-key", "--header", "OpenAI-Project: proj_1", "--header", "x-team:a"},
+		method: "POST", path: "/provider/api.openai.com", body: `{"api_root":"/openai/v1","auth":"x-api-key","headers":{"OpenAI-Project":"proj_1","x-team":"a"}}`, out: "row"},
+	{name: "set alias taken by a host", cli: []string{"provider", "set", "api.openai.com", "--alias", "local.test"}, method: "POST", path: "/provider/api.openai.com", body: `{"alias":"local.test"}`, kind: aiproxy.ECONFLICT},
+	{name: "set alias taken by an alias", cli: []string{"provider", "set", "api.openai.com", "--alias", "LOCAL"}, method: "POST", path: "/provider/api.openai.com", body: `{"alias":"LOCAL"}`, kind: aiproxy.ECONFLICT},
+	{name: "set reserved alias", cli: []string{"provider", "set", "api.openai.com", "--alias", "v1"}, method: "POST", path: "/provider/api.openai.com", body: `{"alias":"v1"}`, kind: aiproxy.EINVALID},
+	{name: "set alias that is no path segment", cli: []string{"provider", "set", "api.openai.com", "--alias", "a/b"}, method: "POST", path: "/provider/api.openai.com", body: `{"alias":"a/b"}`, kind: aiproxy.EINVALID},
+	{name: "set unknown auth", cli: []string{"provider", "set", "api.openai.com", "--auth", "basic"}, method: "POST", path: "/provider/api.openai.com", body: `{"auth":"basic"}`, kind: aiproxy.EINVALID},
+	{name: "set Authorization header", cli: []string{"provider", "set", "api.openai.com", "--header", "Authorization: Bearer x"}, method: "POST", path: "/provider/api.openai.com", body: `{"headers":{"Authorization":"Bearer x"}}`, kind: aiproxy.EINVALID},
+	{name: "set base URL that does not parse", cli: []string{"provider", "set", "api.openai.com", "--base-url", "ftp://x"}, method: "POST", path: "/provider/api.openai.com", body: `{"base_url":"ftp://x"}`, kind: aiproxy.EINVALID},
+	{name: "add key with alias, API root and auth", cli: []string{"provider", "add", "api.anthropic.com", "sk-ant-1", "--alias", "claude", "--api-root", "/v1", "--auth", "x-api-key"},
+		method: "POST", path: "/addkey/api.anthropic.com", body: `{"key":"sk-ant-1","alias":"claude","api_root":"/v1","auth":"x-api-key"}`, out: "ok"},
+	{name: "add key, well-known host defaults", cli: []string{"provider", "add", "api.groq.com", "gsk_1"}, method: "POST", path: "/addkey/api.groq.com/gsk_1", out: "ok"},
+	{name: "add key, alias taken", cli: []string{"provider", "add", "api.groq.com", "gsk_1", "--alias", "local"}, method: "POST", path: "/addkey/api.groq.com/gsk_1?alias=local", kind: aiproxy.ECONFLICT},
 	{name: "set missing provider", cli: []string{"provider", "set", "api.groq.com", "--inject-usage=false"}, method: "POST", path: "/provider/api.groq.com?inject_usage=false", kind: aiproxy.ENOTFOUND},
 	{name: "stats", cli: []string{"stats", "--json", "--by", "user"}, method: "GET", path: "/stats?by=user", out: "json"},
 	{name: "stats bad group", cli: []string{"stats", "--by", "color"}, method: "GET", path: "/stats?by=color", kind: aiproxy.EINVALID},
@@ -296,6 +319,11 @@ func checkParityOutput(t *testing.T, row parityRow, cliOut, httpBody string) {
 			if k, ok := strings.CutSuffix(out, "\n"); !ok || !keys.Valid(k) {
 				t.Errorf("output %q, want a key on one line", out)
 			}
+		}
+	case "row":
+		var row map[string]any
+		if cliOut != "" || json.Unmarshal([]byte(httpBody), &row) != nil || row["host"] == nil || row["api_root"] == nil {
+			t.Errorf("CLI printed %q, HTTP answered %q; want nothing and the provider's row", cliOut, httpBody)
 		}
 	case "ok":
 		if cliOut != "" || httpBody != "OK\n" {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -66,10 +68,11 @@ func readKey(arg string, in io.Reader, errOut io.Writer) (string, error) {
 }
 
 type providerAddOptions struct {
-	Host, Key, BaseURL string
-	Inject, NoInject   bool
-	InjectSet          bool // --inject-usage given
-	NoInjectSet        bool // --no-inject-usage given
+	Host, Key, BaseURL   string
+	Alias, APIRoot, Auth string
+	Inject, NoInject     bool
+	InjectSet            bool // --inject-usage given
+	NoInjectSet          bool // --no-inject-usage given
 }
 
 func newProviderAddCmd(app *appContext) *cobra.Command {
@@ -96,6 +99,9 @@ func newProviderAddCmd(app *appContext) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&opts.BaseURL, "base-url", "", "base URL requests are sent to (default https://HOST)")
+	c.Flags().StringVar(&opts.Alias, "alias", "", "another name for HOST, usable wherever HOST is: X-Host-Final, /ALIAS/…, model ALIAS/MODEL")
+	c.Flags().StringVar(&opts.APIRoot, "api-root", "", "path of the provider's API under the base URL (default /v1; /openai/v1 for api.groq.com)")
+	c.Flags().StringVar(&opts.Auth, "auth", "", "header the provider takes its key in: bearer, x-api-key, api-key or x-goog-api-key (default from HOST)")
 	c.Flags().BoolVar(&opts.Inject, "inject-usage", false, "ask this host's streams for a usage chunk when the client did not (default for a new host)")
 	c.Flags().BoolVar(&opts.NoInject, "no-inject-usage", false, "never add stream_options to this host's requests")
 	return c
@@ -120,7 +126,8 @@ func runProviderAdd(ctx context.Context, app *appContext, in io.Reader, errOut i
 	if err != nil {
 		return err
 	}
-	return svc.AddProviderKey(ctx, admin.ProviderKey{Host: opts.Host, Key: key, BaseURL: opts.BaseURL, InjectUsage: inject})
+	return svc.AddProviderKey(ctx, admin.ProviderKey{Host: opts.Host, Key: key, BaseURL: opts.BaseURL, InjectUsage: inject,
+		Alias: opts.Alias, APIRoot: opts.APIRoot, Auth: opts.Auth})
 }
 
 func newProviderRemoveCmd(app *appContext) *cobra.Command {
@@ -154,34 +161,47 @@ func newProviderRemoveCmd(app *appContext) *cobra.Command {
 }
 
 type providerSetOptions struct {
-	Host, BaseURL string
-	Inject        bool
-	InjectSet     bool // --inject-usage given
-	BaseURLSet    bool // --base-url given
+	Host                          string
+	BaseURL, Alias, APIRoot, Auth string
+	Headers                       []string // "Name: value"; "Name:" removes
+	Inject                        bool
+	// Which flags were given: only those change.
+	InjectSet, BaseURLSet, AliasSet, APIRootSet, AuthSet bool
 }
 
 func newProviderSetCmd(app *appContext) *cobra.Command {
 	var opts providerSetOptions
 	c := &cobra.Command{
-		Use:   "set HOST [--base-url URL] [--inject-usage=true|false]",
+		Use:   "set HOST [--base-url URL] [--alias NAME] [--api-root PATH] [--auth SCHEME] [--header 'Name: value']… [--inject-usage=true|false]",
 		Short: "Change a provider's base URL or settings, keeping its keys",
-		Long: "Change a provider's settings, keeping its keys. --base-url moves the host to another\n" +
-			"base URL (its keys then go only there). --inject-usage=false stops aiproxy from adding\n" +
+		Long: "Change a provider's settings, keeping its keys; HOST may also be its alias. --base-url moves\n" +
+			"the host to another base URL (its keys then go only there). --alias gives it another name,\n" +
+			"usable wherever the host is (--alias '' removes it). --api-root is where its API starts under\n" +
+			"the base URL (/v1; /openai/v1 for Groq): /v1/models and routed models go there. --auth is the\n" +
+			"header its key goes in. --header pins a header sent with every request to it (repeatable;\n" +
+			"'Name:' with no value removes one). --inject-usage=false stops aiproxy from adding\n" +
 			"stream_options.include_usage to streamed requests, for hosts that refuse it.",
 		Example: "  aiproxy provider set api.groq.com --base-url https://api.groq.com\n" +
+			"  aiproxy provider set api.groq.com --alias groq\n" +
+			"  aiproxy provider set api.openai.com --header 'OpenAI-Project: proj_123'\n" +
 			"  aiproxy provider set api.groq.com --inject-usage=false",
 		Args: argsExact("HOST"),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.Host = args[0]
-			opts.InjectSet = c.Flags().Changed("inject-usage")
-			opts.BaseURLSet = c.Flags().Changed("base-url")
-			if !opts.InjectSet && !opts.BaseURLSet {
-				return fmt.Errorf("provider set: nothing to change: give --base-url URL or --inject-usage=true|false (see '%s --help')", c.CommandPath())
+			f := c.Flags()
+			opts.InjectSet, opts.BaseURLSet, opts.AliasSet = f.Changed("inject-usage"), f.Changed("base-url"), f.Changed("alias")
+			opts.APIRootSet, opts.AuthSet = f.Changed("api-root"), f.Changed("auth")
+			if !opts.InjectSet && !opts.BaseURLSet && !opts.AliasSet && !opts.APIRootSet && !opts.AuthSet && len(opts.Headers) == 0 {
+				return fmt.Errorf("provider set: nothing to change: give --base-url, --alias, --api-root, --auth, --header or --inject-usage (see '%s --help')", c.CommandPath())
 			}
 			return runProviderSet(c.Context(), app, opts)
 		},
 	}
 	c.Flags().StringVar(&opts.BaseURL, "base-url", "", "new base URL requests are sent to, e.g. https://api.groq.com")
+	c.Flags().StringVar(&opts.Alias, "alias", "", "another name for HOST ('' removes it)")
+	c.Flags().StringVar(&opts.APIRoot, "api-root", "", "path of the provider's API under the base URL, e.g. /v1 or /openai/v1")
+	c.Flags().StringVar(&opts.Auth, "auth", "", "header the provider takes its key in: bearer, x-api-key, api-key or x-goog-api-key")
+	c.Flags().StringArrayVar(&opts.Headers, "header", nil, "'Name: value' sent with every request to HOST (repeatable; 'Name:' removes it)")
 	c.Flags().BoolVar(&opts.Inject, "inject-usage", true, "ask this host's streams for a usage chunk when the client did not")
 	return c
 }
@@ -191,15 +211,34 @@ func runProviderSet(ctx context.Context, app *appContext, opts providerSetOption
 	if err != nil {
 		return err
 	}
+	var set admin.ProviderSettings
 	if opts.BaseURLSet {
-		if err := svc.SetProviderBaseURL(ctx, opts.Host, opts.BaseURL); err != nil {
-			return err
-		}
+		set.BaseURL = &opts.BaseURL
+	}
+	if opts.AliasSet {
+		set.Alias = &opts.Alias
+	}
+	if opts.APIRootSet {
+		set.APIRoot = &opts.APIRoot
+	}
+	if opts.AuthSet {
+		set.Auth = &opts.Auth
 	}
 	if opts.InjectSet {
-		return svc.SetProviderInjectUsage(ctx, opts.Host, opts.Inject)
+		set.InjectUsage = &opts.Inject
 	}
-	return nil
+	for _, h := range opts.Headers {
+		name, value, err := aiproxy.ParseHeader(h)
+		if err != nil {
+			return err
+		}
+		if set.Headers == nil {
+			set.Headers = map[string]string{}
+		}
+		set.Headers[name] = value
+	}
+	_, err = svc.SetProvider(ctx, opts.Host, set)
+	return err
 }
 
 type providerListOptions struct{ JSON bool }
@@ -244,18 +283,34 @@ func runProviderList(ctx context.Context, app *appContext, out io.Writer, opts p
 }
 
 func providerListing(ps []aiproxy.Provider) listing {
-	l := listing{Header: []string{"HOST", "BASE URL", "KEYS", "KEY HINTS", "INJECT USAGE"}}
+	l := listing{Header: []string{"HOST", "ALIAS", "BASE URL", "API ROOT", "AUTH", "KEYS", "KEY HINTS", "INJECT USAGE", "HEADERS"}}
 	for _, p := range ps {
 		inject := cell{Text: "yes"}
 		if !p.InjectUsage {
 			inject = cell{Text: "no", Tone: toneMuted}
 		}
+		alias := cell{Text: p.Alias}
+		if p.Alias == "" {
+			alias = cell{Text: "-", Tone: toneMuted}
+		}
+		var pinned []string
+		for _, name := range slices.Sorted(maps.Keys(p.Headers)) {
+			pinned = append(pinned, name+": "+p.Headers[name])
+		}
+		headers := cell{Text: strings.Join(pinned, ", ")}
+		if len(pinned) == 0 {
+			headers = cell{Text: "-", Tone: toneMuted}
+		}
 		l.Rows = append(l.Rows, []cell{
 			{Text: p.Host},
+			alias,
 			{Text: p.BaseURL},
+			{Text: p.APIRoot},
+			{Text: p.Auth},
 			{Text: strconv.Itoa(p.KeyCount)},
 			{Text: strings.Join(p.KeyHints, ", ")},
 			inject,
+			headers,
 		})
 	}
 	return l

@@ -46,11 +46,14 @@ func TestProviderAdd(t *testing.T) {
 
 	want := []aiproxy.Provider{
 		{Host: "api.groq.com", BaseURL: "https://api.groq.com/openai", KeyCount: 2,
-			KeyHints: []string{keys.Hint("gsk_groq_key_0003"), keys.Hint("gsk_groq_key_0004")}, InjectUsage: false},
+			KeyHints: []string{keys.Hint("gsk_groq_key_0003"), keys.Hint("gsk_groq_key_0004")}, InjectUsage: false,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}}, // the base URL holds /openai
 		{Host: "api.openai.com", BaseURL: "https://api.openai.com", KeyCount: 2,
-			KeyHints: []string{keys.Hint("sk-proj-first-key-0001"), keys.Hint("sk-proj-from-stdin-0002")}, InjectUsage: true},
+			KeyHints: []string{keys.Hint("sk-proj-first-key-0001"), keys.Hint("sk-proj-from-stdin-0002")}, InjectUsage: true,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 		{Host: "localhost:11434", BaseURL: "http://127.0.0.1:11434", KeyCount: 2,
-			KeyHints: []string{keys.Hint("ollama-local"), keys.Hint("ollama-local-2")}, InjectUsage: true},
+			KeyHints: []string{keys.Hint("ollama-local"), keys.Hint("ollama-local-2")}, InjectUsage: true,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 	}
 	if diff := cmp.Diff(want, listProviders(t, db), ignoreID); diff != "" {
 		t.Errorf("providers (-want +got):\n%s", diff)
@@ -136,8 +139,10 @@ func TestProviderRemove(t *testing.T) {
 		t.Fatalf("provider remove HOST - = %+v, want exit 0 and no output", r)
 	}
 	want := []aiproxy.Provider{
-		{Host: "api.groq.com", BaseURL: "https://api.groq.com", KeyCount: 1, KeyHints: []string{keys.Hint("gsk-four-4444")}, InjectUsage: true},
-		{Host: "api.openai.com", BaseURL: "https://api.openai.com", KeyCount: 1, KeyHints: []string{keys.Hint("sk-three-3333")}, InjectUsage: true},
+		{Host: "api.groq.com", BaseURL: "https://api.groq.com", KeyCount: 1, KeyHints: []string{keys.Hint("gsk-four-4444")}, InjectUsage: true,
+			APIRoot: "/openai/v1", Auth: "bearer", Headers: map[string]string{}},
+		{Host: "api.openai.com", BaseURL: "https://api.openai.com", KeyCount: 1, KeyHints: []string{keys.Hint("sk-three-3333")}, InjectUsage: true,
+			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 	}
 	if diff := cmp.Diff(want, listProviders(t, db), ignoreID); diff != "" {
 		t.Errorf("after removing two keys (-want +got):\n%s", diff)
@@ -220,7 +225,7 @@ func TestProviderList_empty(t *testing.T) {
 		t.Errorf("provider list --json on an empty database = %q, want \"[]\\n\"", got)
 	}
 	got := runOK(t, "--db", db, "provider", "list")
-	if want := "HOST  BASE URL  KEYS  KEY HINTS  INJECT USAGE\n"; got != want {
+	if want := "HOST  ALIAS  BASE URL  API ROOT  AUTH  KEYS  KEY HINTS  INJECT USAGE  HEADERS\n"; got != want {
 		t.Errorf("provider list on an empty database = %q, want %q", got, want)
 	}
 }

@@ -26,7 +26,10 @@ ALTER TABLE providers ADD COLUMN headers  TEXT NOT NULL DEFAULT '{}';
 CREATE UNIQUE INDEX providers_alias ON providers (alias COLLATE NOCASE) WHERE alias IS NOT NULL;
 
 -- The well-known hosts' defaults (pkg/aiproxy DefaultAuth, DefaultAPIRootFor).
-UPDATE providers SET api_root = '/openai/v1' WHERE host = 'api.groq.com' OR host LIKE 'api.groq.com:%';
+-- Groq's API is at /openai/v1, unless its base URL already ends in /openai
+-- (the older way to register it).
+UPDATE providers SET api_root = '/openai/v1'
+    WHERE (host = 'api.groq.com' OR host LIKE 'api.groq.com:%') AND base_url NOT LIKE '%/openai';
 UPDATE providers SET auth = 'x-api-key' WHERE host = 'api.anthropic.com' OR host LIKE 'api.anthropic.com:%';
 UPDATE providers SET auth = 'api-key' WHERE host LIKE '%.openai.azure.com' OR host LIKE '%.openai.azure.com:%';
 UPDATE providers SET auth = 'x-goog-api-key'

@@ -172,7 +172,7 @@ func (s *Service) AddProviderKey(ctx context.Context, p ProviderKey) (err error)
 	return s.db.AddProviderKey(ctx, store.ProviderKey{
 		Host: host, BaseURL: baseURL, DefaultBaseURL: "https://" + host, InjectUsage: p.InjectUsage,
 		Alias: deref(set.Alias), APIRoot: deref(set.APIRoot), Auth: deref(set.Auth),
-		DefaultAPIRoot: aiproxy.DefaultAPIRootFor(host), DefaultAuth: aiproxy.DefaultAuth(host),
+		DefaultAPIRoot: defaultAPIRoot(host, baseURL), DefaultAuth: aiproxy.DefaultAuth(host),
 		Secret: key, KeyHash: keys.Hash(key), KeyHint: keys.Hint(key),
 	}, s.Now())
 }

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"strconv"
+	"strings"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/store"
@@ -41,7 +42,21 @@ func (s *Service) SetProvider(ctx context.Context, name string, set ProviderSett
 	if err != nil {
 		return aiproxy.Provider{}, err
 	}
-	return s.db.SetProvider(ctx, h, st)
+	row, err := s.db.SetProvider(ctx, h, st)
+	if err != nil {
+		return aiproxy.Provider{}, err
+	}
+	// The answer is the row exactly as `provider list` shows it.
+	ps, err := s.ListProviders(ctx)
+	if err != nil {
+		return aiproxy.Provider{}, err
+	}
+	for _, p := range ps {
+		if p.Host == row.Host {
+			return p, nil
+		}
+	}
+	return row, nil
 }
 
 // ProviderSet returns one view of every provider with its secret keys, for
@@ -153,4 +168,15 @@ func plausibleName(name string) bool {
 		}
 	}
 	return true
+}
+
+// defaultAPIRoot is a new host's API root: the one its host is known to
+// use, less what its base URL already holds (https://api.groq.com/openai,
+// the older way to register Groq, has the API at /v1 under it).
+func defaultAPIRoot(host, baseURL string) string {
+	root := aiproxy.DefaultAPIRootFor(host)
+	if rest, ok := strings.CutPrefix(root, "/openai/"); ok && strings.HasSuffix(baseURL, "/openai") {
+		return "/" + rest
+	}
+	return root
 }

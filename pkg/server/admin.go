@@ -12,10 +12,12 @@ package server
 //	POST   /{token}/expire/{name}?expires=D        OK                       | {"ok":true}
 //	POST   /{token}/expire/{name}?never=1          OK                       | {"ok":true}
 //	POST   /{token}/addkey/{host}/{key}[?base_url=URL&inject_usage=B]  OK  | {"ok":true}
-//	POST   /admin/addkey/{host}  {"key","base_url","inject_usage"}     OK  | {"ok":true}
+//	POST   /admin/addkey/{host}  {"key","base_url","inject_usage","alias","api_root","auth"}  OK | {"ok":true}
+//	       (addkey/{host}/{key} takes ?alias=&api_root=&auth= too)
 //	GET    /{token}/users                          JSON array of users
 //	GET    /{token}/providers                      JSON array of providers
-//	POST   /{token}/provider/{host}?inject_usage=B OK                       | {"ok":true}
+//	POST   /{token}/provider/{host}  {"base_url","alias","api_root","auth","inject_usage","headers"}
+//	       (or ?inject_usage=B)                    the provider's row (JSON)
 //	DELETE /{token}/provider/{host}                OK (the whole host)      | {"ok":true}
 //	DELETE /{token}/provider/{host}/{key}          OK (one key)             | {"ok":true}
 //	       or DELETE /{token}/provider/{host} with the body {"key":"…"}
@@ -26,7 +28,7 @@ package server
 // D is what the CLI's --expires takes: 30d, 12h, 2027-01-31 or RFC 3339.
 // expire is the twin of `user expire NAME --in D|--at DATE|--never`: exactly
 // one of ?expires=D (a duration or a date) and ?never=1 must be given.
-// POST provider/{host} is the twin of `provider set HOST --inject-usage=B`.
+// POST provider/{host} is the twin of `provider set HOST …`.
 // `backup` has no twin on purpose: a copy of the database holds the provider
 // keys, which never leave the process.
 //
@@ -39,6 +41,7 @@ package server
 // carries CORS headers.
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -219,6 +222,7 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 	route("/provider/{host}", methods{http.MethodDelete: s.adminRemoveProvider, http.MethodPost: s.adminSetProvider})
 	route("/provider/{host}/{key}", methods{http.MethodDelete: s.adminRemoveProvider})
 	route("/stats", methods{http.MethodGet: s.adminStats})
+	route("/limit/{name}", methods{http.MethodPost: s.adminLimit}) // admin_limits.go
 	route("/audit", methods{http.MethodGet: s.adminAudit})
 	route("/prices", methods{http.MethodGet: s.adminPrices})
 	route("/price/{model...}", methods{http.MethodPost: s.adminSetPrice, http.MethodDelete: s.adminRemovePrice})
@@ -344,7 +348,8 @@ func (s *Server) adminExpire(w http.ResponseWriter, r *http.Request) error {
 // otherwise.
 func (s *Server) adminAddKey(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	p := admin.ProviderKey{Host: r.PathValue("host"), Key: r.PathValue("key"), BaseURL: q.Get("base_url")}
+	p := admin.ProviderKey{Host: r.PathValue("host"), Key: r.PathValue("key"), BaseURL: q.Get("base_url"),
+		Alias: q.Get("alias"), APIRoot: q.Get("api_root"), Auth: q.Get("auth")}
 	if q.Has("inject_usage") {
 		v, err := queryBool(q, "inject_usage")
 		if err != nil {
@@ -357,6 +362,9 @@ func (s *Server) adminAddKey(w http.ResponseWriter, r *http.Request) error {
 			Key         string `json:"key"`
 			BaseURL     string `json:"base_url"`
 			InjectUsage *bool  `json:"inject_usage"`
+			Alias       string `json:"alias"`
+			APIRoot     string `json:"api_root"`
+			Auth        string `json:"auth"`
 		}
 		present, err := decodeBody(w, r, &body)
 		if err != nil {
@@ -372,6 +380,7 @@ func (s *Server) adminAddKey(w http.ResponseWriter, r *http.Request) error {
 		if body.InjectUsage != nil {
 			p.InjectUsage = body.InjectUsage
 		}
+		p.Alias, p.APIRoot, p.Auth = cmp.Or(body.Alias, p.Alias), cmp.Or(body.APIRoot, p.APIRoot), cmp.Or(body.Auth, p.Auth)
 	}
 	if err := s.svc.AddProviderKey(r.Context(), p); err != nil {
 		return err
@@ -403,21 +412,42 @@ func (s *Server) adminRemoveProvider(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
-// adminSetProvider is the twin of `provider set HOST --inject-usage=B`:
-// POST /{token}/provider/{host}?inject_usage=true|false.
+// adminSetProvider is the twin of `provider set HOST …`: POST
+// /{token}/provider/{host} with a JSON body {"base_url","alias","api_root",
+// "auth","inject_usage","headers"} (each optional; "alias":"" removes the
+// alias, a header with an empty value is removed), or the older
+// ?inject_usage=true|false. The answer is the provider's row, as
+// GET /{token}/providers shows it.
 func (s *Server) adminSetProvider(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	if !q.Has("inject_usage") {
-		return aiproxy.Errorf(aiproxy.EINVALID, "nothing to change: want ?inject_usage=true or ?inject_usage=false")
+	var body struct {
+		BaseURL     *string           `json:"base_url"`
+		Alias       *string           `json:"alias"`
+		APIRoot     *string           `json:"api_root"`
+		Auth        *string           `json:"auth"`
+		InjectUsage *bool             `json:"inject_usage"`
+		Headers     map[string]string `json:"headers"`
 	}
-	v, err := queryBool(q, "inject_usage")
+	if _, err := decodeBody(w, r, &body); err != nil {
+		return err
+	}
+	set := admin.ProviderSettings{BaseURL: body.BaseURL, Alias: body.Alias, APIRoot: body.APIRoot, Auth: body.Auth,
+		InjectUsage: body.InjectUsage, Headers: body.Headers}
+	if q := r.URL.Query(); q.Has("inject_usage") {
+		v, err := queryBool(q, "inject_usage")
+		if err != nil {
+			return err
+		}
+		set.InjectUsage = &v
+	}
+	row, err := s.svc.SetProvider(r.Context(), r.PathValue("host"), set)
 	if err != nil {
 		return err
 	}
-	if err := s.svc.SetProviderInjectUsage(r.Context(), r.PathValue("host"), v); err != nil {
-		return err
+	row.Keys = nil
+	if row.KeyHints == nil {
+		row.KeyHints = []string{}
 	}
-	writeOK(w, r)
+	writeJSON(w, http.StatusOK, row)
 	return nil
 }
 

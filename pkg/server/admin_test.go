@@ -257,8 +257,11 @@ func TestAdmin_Refused(t *testing.T) {
 			}
 			// A refusal is indistinguishable from an unknown path.
 			unknown := call(h, tc.method, "/no/such/route/here", `{"key":"gsk_body"}`, tc.hdr)
-			got.header.Del("Date")
-			unknown.header.Del("Date")
+			// Only the date and the request's own id differ.
+			for _, name := range []string{"Date", "X-Request-Id"} {
+				got.header.Del(name)
+				unknown.header.Del(name)
+			}
 			if diff := cmp.Diff(unknown, got, cmp.AllowUnexported(answer{})); diff != "" {
 				t.Errorf("refusal differs from an unknown path's answer (-unknown +refusal):\n%s", diff)
 			}
@@ -499,11 +502,18 @@ func testRoutes(t *testing.T, form routeForm, accept string, asJSON bool) {
 	if p := provider("local.test:8080"); p == nil || p.BaseURL != "http://127.0.0.1:8080/v" {
 		t.Errorf("local.test:8080 = %+v, want base URL from ?base_url=", p)
 	}
-	ok(do("POST", "/provider/local.test:8080?inject_usage=false"))
+	// provider set's twin answers the provider's row, in JSON.
+	isRow := func(a answer) {
+		t.Helper()
+		if !strings.HasPrefix(a.body, `{"host":"local.test:8080",`) {
+			t.Errorf("body %q, want the provider's row", a.body)
+		}
+	}
+	isRow(do("POST", "/provider/local.test:8080?inject_usage=false"))
 	if p := provider("local.test:8080"); p == nil || p.InjectUsage {
 		t.Errorf("local.test:8080 = %+v after ?inject_usage=false, want it off", p)
 	}
-	ok(do("POST", "/provider/local.test:8080?inject_usage=1"))
+	isRow(do("POST", "/provider/local.test:8080?inject_usage=1"))
 	if p := provider("local.test:8080"); p == nil || !p.InjectUsage {
 		t.Errorf("local.test:8080 = %+v after ?inject_usage=1, want it on", p)
 	}
@@ -539,7 +549,7 @@ func testRoutes(t *testing.T, form routeForm, accept string, asJSON bool) {
 	var hosts []string
 	for _, p := range pl {
 		hosts = append(hosts, p["host"].(string))
-		if diff := cmp.Diff([]string{"base_url", "host", "inject_usage", "key_hints", "keys"}, sortedKeys(p)); diff != "" {
+		if diff := cmp.Diff([]string{"alias", "api_root", "auth", "base_url", "headers", "host", "inject_usage", "key_hints", "keys"}, sortedKeys(p)); diff != "" {
 			t.Errorf("provider fields (-want +got):\n%s", diff)
 		}
 	}
@@ -632,8 +642,8 @@ func TestAdmin_AddKeyBody(t *testing.T) {
 		got[p.Host] = p
 	}
 	want := map[string]aiproxy.Provider{
-		"local.test": {Host: "local.test", BaseURL: "http://127.0.0.1:9/api", KeyCount: 3, InjectUsage: true},
-		"quiet.test": {Host: "quiet.test", BaseURL: "https://quiet.test", KeyCount: 1, InjectUsage: false},
+		"local.test": {Host: "local.test", BaseURL: "http://127.0.0.1:9/api", KeyCount: 3, InjectUsage: true, APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
+		"quiet.test": {Host: "quiet.test", BaseURL: "https://quiet.test", KeyCount: 1, InjectUsage: false, APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 	}
 	for host, w := range want {
 		g := got[host]
