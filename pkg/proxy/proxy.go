@@ -192,12 +192,9 @@ func (p *Proxy) CloseIdle() {
 
 // Route says where a proxied request goes and who sent it.
 type Route struct {
-	// Host is the provider named by the path ("" for X-Host-Final or the
-	// default provider).
+	// Host is the provider named by the path's first segment, which is then
+	// not sent upstream ("" for X-Host-Final or the default provider).
 	Host string
-	// Path is the escaped path to append to the provider's base URL: the
-	// rest after /{host} ("" for the request's own escaped path).
-	Path string
 	// Key is the user key the client presented ("" for none).
 	Key string
 	// RequestID is the request's id, sent back as X-Request-Id and logged.
@@ -304,9 +301,11 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 	}
 	x.user = user
 
-	escaped := route.Path
-	if escaped == "" {
-		escaped = r.URL.EscapedPath()
+	escaped := r.URL.EscapedPath()
+	if route.Host != "" {
+		// /{host}/rest… goes upstream as /rest…
+		_, escaped, _ = strings.Cut(strings.TrimPrefix(escaped, "/"), "/")
+		escaped = "/" + escaped
 	}
 	if !named && p.cfg.Models != nil && r.Method == http.MethodGet {
 		// GET /v1/models without a provider named: every provider's models.

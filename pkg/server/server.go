@@ -78,7 +78,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	id := requestID(r)
 	w.Header().Set("X-Request-Id", id)
-	seg, rest := firstSegment(r.URL.EscapedPath())
+	// The path as it came, without escaping it again: a request's cost must
+	// not grow with a long path before its key is checked.
+	raw := r.URL.RawPath
+	if raw == "" {
+		raw = r.URL.Path
+	}
+	seg, _ := firstSegment(raw)
 	switch {
 	case seg == "openai" || aiproxy.IsVersion(seg):
 		if s.cors(w, r) {
@@ -86,7 +92,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.proxy(w, r, proxy.Route{RequestID: id})
 		return
-	case r.URL.EscapedPath() != cleanPath(r.URL.EscapedPath()):
+	case raw != cleanPath(raw):
 		// The mux would answer with a redirect that repeats the path, admin
 		// token included; no route has such a path, so it gets the 403.
 		s.forbidden(w, r)
@@ -100,10 +106,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.cors(w, r) {
 			return
 		}
-		if rest == "" {
-			rest = "/"
-		}
-		s.proxy(w, r, proxy.Route{Host: seg, Path: rest, RequestID: id})
+		s.proxy(w, r, proxy.Route{Host: seg, RequestID: id})
 		return
 	}
 	start := time.Now()
