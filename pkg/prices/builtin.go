@@ -22,12 +22,15 @@ const Date = "2026-12-06"
 var builtin = map[string]row{
 	// OpenAI: https://developers.openai.com/api/docs/pricing (Standard tier,
 	// text tokens) and the model pages under /api/docs/models/, as of
-	// 2026-12-06. gpt-5-nano and gpt-5.4-nano were confirmed from stored
-	// copies of their model pages; the others are the figures the pricing
-	// page has shown since each model's launch (2024–2025), not re-checked
-	// against a 2026 copy. Newer models (gpt-5.4, gpt-5.4-mini, gpt-5.5,
-	// gpt-5.6 …) are left out: their prices were only found on third-party
-	// pages.
+	// 2026-12-06. gpt-5-mini, gpt-5-nano and gpt-5.4-nano were confirmed
+	// from stored copies of their model pages; gpt-5.4 and gpt-5.4-mini
+	// from 2026 third-party copies of the pricing page, which agree; the
+	// others are the figures the pricing page has shown since each model's
+	// launch (2024–2025), not re-checked against a 2026 copy. Newer models
+	// (gpt-5.5, gpt-5.6, gpt-6 …) are left out: the copies found disagree
+	// on their names and prices.
+	"gpt-5.4":                {2.50, 0.25, 15.00},
+	"gpt-5.4-mini":           {0.75, 0.075, 4.50},
 	"gpt-5":                  {1.25, 0.125, 10.00},
 	"gpt-5-mini":             {0.25, 0.025, 2.00},
 	"gpt-5-nano":             {0.05, 0.005, 0.40},
