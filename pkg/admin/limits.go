@@ -66,7 +66,9 @@ func validateLimitsName(name string) error {
 // "*", in one transaction, and returns the user's row with its limits. A
 // change of a running serve's limits applies at its next request.
 // Errors: EINVALID (name, a value: nothing is changed), ENOTFOUND.
-func (s *Service) SetLimits(ctx context.Context, name string, up LimitsUpdate) (aiproxy.User, error) {
+func (s *Service) SetLimits(ctx context.Context, name string, up LimitsUpdate) (_ aiproxy.User, err error) {
+	ctx, end := s.change(ctx, "user.limit", name)
+	defer func() { end(err) }()
 	if err := validateLimitsName(name); err != nil {
 		return aiproxy.User{}, err
 	}
