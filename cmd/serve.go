@@ -16,6 +16,7 @@ import (
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/logbuf"
+	"github.com/aiproxy/aiproxy/pkg/models"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 	"github.com/aiproxy/aiproxy/pkg/server"
 	"github.com/aiproxy/aiproxy/pkg/store"
@@ -186,6 +187,17 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	}
 
 	rec := usage.New(svc.RecordUsage, log, 10000)
+	// GET /v1/models without a provider named: every provider's list,
+	// fetched in the background with each provider's key, never through a
+	// redirect (a key goes only to its provider's base URL).
+	catalog := models.New(models.SourceOf(svc.ProvidersWithKeys, cfg.Proxy.DefaultProvider), &http.Client{
+		Transport:     proxy.NewTransport(cfg.Proxy),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, log)
+	defer catalog.Close()
+	cfg.Proxy.Models = catalog
+	// An alias equal to the admin token would shadow the admin routes.
+	svc.ReservedSegment = func(seg string) bool { return token != "" && strings.EqualFold(seg, token) }
 	px := proxy.New(svc, rec, reqLog, cfg.Proxy)
 	handler := server.New(svc, px, log, server.Config{AccessToken: token, CORSOrigins: cfg.CORSOrigins})
 

@@ -443,3 +443,13 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.WriteHeader(http.StatusOK)
 	w.Write(append(b, '\n'))
 }
+
+// Serve answers GET /v1/models (id "") or /v1/models/{id}: the proxy's
+// entry point.
+func (c *Catalog) Serve(w http.ResponseWriter, r *http.Request, id string, allowed func(string) bool) {
+	if id == "" {
+		c.ServeList(w, r, allowed)
+		return
+	}
+	c.ServeOne(w, r, id, allowed)
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/fakeai"
+	"github.com/aiproxy/aiproxy/pkg/models"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 	"github.com/aiproxy/aiproxy/pkg/server"
 	"github.com/aiproxy/aiproxy/pkg/store"
@@ -40,6 +41,8 @@ type harness struct {
 type harnessOpts struct {
 	proxy  proxy.Config
 	server server.Config
+	// catalog serves GET /v1/models from every provider (pkg/models).
+	catalog bool
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -71,6 +74,15 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.upstream = httptest.NewServer(h.fake)
 	h.rec = usage.New(h.svc.RecordUsage, log, 1000)
+	if o.catalog {
+		def := o.proxy.DefaultProvider
+		if def == "" {
+			def = "api.openai.com"
+		}
+		c := models.New(models.SourceOf(h.svc.ProvidersWithKeys, def), http.DefaultClient, log)
+		t.Cleanup(c.Close)
+		o.proxy.Models = c
+	}
 	px := proxy.New(h.svc, h.rec, log, o.proxy)
 	srv := server.New(h.svc, px, log, o.server)
 	// Count requests in the handler, so flushUsage can wait for them as

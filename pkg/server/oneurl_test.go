@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/aiproxy/aiproxy/pkg/admin"
+	"github.com/aiproxy/aiproxy/pkg/proxy"
 )
 
 // recordingUpstream records the path, auth headers and body of each request
@@ -206,5 +207,47 @@ func TestMultipart_StreamsThroughWithModel(t *testing.T) {
 	rows := h.stats("model")
 	if len(rows) != 1 || rows[0].Key != "gpt-4o-transcribe" || rows[0].TotalTokens != 42 {
 		t.Errorf("usage by model = %+v", rows)
+	}
+}
+
+// GET /v1/models with no provider named answers every provider's models,
+// the default provider's as they are and the others' as ALIAS/MODEL, only
+// for a valid key; naming a provider still reaches it.
+func TestModels_MergedThroughProxy(t *testing.T) {
+	models := func(ids ...string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			var data []string
+			for _, id := range ids {
+				data = append(data, `{"id":"`+id+`","object":"model","created":1,"owned_by":"x"}`)
+			}
+			io.WriteString(w, `{"object":"list","data":[`+strings.Join(data, ",")+`]}`)
+		}
+	}
+	h := newHarness(t, harnessOpts{catalog: true, proxy: proxy.Config{DefaultProvider: "default.example"}})
+	upstreamFunc(t, h, "default.example", "sk-upstream-default-0001", models("gpt-4o"))
+	groq := upstreamFunc(t, h, "groq-placeholder.example", "sk-upstream-groqp-00001", models("llama-3.3-70b"))
+	if err := h.svc.AddProviderKey(context.Background(), admin.ProviderKey{Host: "api.groq.com", Key: "sk-upstream-groq-00002", BaseURL: groq.URL, Alias: "groq", APIRoot: "/v1"}); err != nil {
+		t.Fatal(err)
+	}
+	h2 := h
+	res := h2.do("GET", "/v1/models", "", bearer(h.key))
+	body := readAll(t, res)
+	if res.StatusCode != 200 || !strings.Contains(body, `"gpt-4o"`) || !strings.Contains(body, `"groq/llama-3.3-70b"`) {
+		t.Errorf("merged list: %d %s", res.StatusCode, body)
+	}
+	res = h2.do("GET", "/v1/models/groq%2Fllama-3.3-70b", "", bearer(h.key))
+	if body := readAll(t, res); res.StatusCode != 200 || !strings.Contains(body, `"groq/llama-3.3-70b"`) {
+		t.Errorf("one model: %d %s", res.StatusCode, body)
+	}
+	res = h2.do("GET", "/v1/models", "", nil)
+	if readAll(t, res); res.StatusCode != 401 {
+		t.Errorf("no key: %d", res.StatusCode)
+	}
+	hdr := bearer(h.key)
+	hdr["X-Host-Final"] = "groq"
+	res = h2.do("GET", "/v1/models", "", hdr)
+	if body := readAll(t, res); res.StatusCode != 200 || strings.Contains(body, "gpt-4o") {
+		t.Errorf("named provider: %d %s", res.StatusCode, body)
 	}
 }
