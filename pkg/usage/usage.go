@@ -56,6 +56,10 @@ type Recorder struct {
 	// RetryDelay is the first wait before retrying a failed batch write;
 	// it doubles up to one second.
 	RetryDelay time.Duration
+	// OnBatch, when set, is told of each batch write: its records, how
+	// long the write took and its error (pkg/metrics' UsageBatch). It runs
+	// on the writer goroutine and must not block.
+	OnBatch func(records int, took time.Duration, err error)
 }
 
 // New starts a Recorder that holds up to size records not yet written and
@@ -109,6 +113,13 @@ func (r *Recorder) Record(u aiproxy.Usage) {
 
 // Dropped is how many records were dropped since the start.
 func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
+
+// Queued is how many records wait to be written.
+func (r *Recorder) Queued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.queued
+}
 
 // Written is how many records were stored since the start.
 func (r *Recorder) Written() int64 { return r.written.Load() }
@@ -256,7 +267,11 @@ func (r *Recorder) flush(batch []aiproxy.Usage, closing bool) {
 	}
 	delay := r.RetryDelay
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		err := r.write(context.Background(), batch)
+		if r.OnBatch != nil {
+			r.OnBatch(len(batch), time.Since(start), err)
+		}
 		if err == nil {
 			r.written.Add(int64(len(batch)))
 			return
