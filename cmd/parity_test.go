@@ -86,6 +86,7 @@ func newParityServer(t *testing.T, path string) *httptest.Server {
 type parityUser struct {
 	Name      string
 	ExpiresAt *time.Time
+	Limits    aiproxy.LimitsView
 }
 
 type parityProvider struct {
@@ -100,6 +101,7 @@ type parityState struct {
 	Users     []parityUser
 	Providers []parityProvider
 	Prices    []aiproxy.Price
+	Defaults  aiproxy.LimitsView // the limits of `*`
 	// Audit is each audit record made by the row (not the seed's, which
 	// have no source) as "action target result": the same from either
 	// transport.
@@ -123,8 +125,13 @@ func readParityState(t *testing.T, path string) parityState {
 		t.Fatal(err)
 	}
 	for _, u := range users {
-		s.Users = append(s.Users, parityUser{u.Name, u.ExpiresAt})
+		s.Users = append(s.Users, parityUser{u.Name, u.ExpiresAt, u.Limits})
 	}
+	defaults, err := svc.UserRow(ctx, "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Defaults = defaults.Limits
 	for _, p := range provs {
 		full, err := svc.Provider(ctx, p.Host)
 		if err != nil {
@@ -217,6 +224,15 @@ var parityRows = []parityRow{
 	{name: "stats", cli: []string{"stats", "--json", "--by", "user"}, method: "GET", path: "/stats?by=user", out: "json"},
 	{name: "stats bad group", cli: []string{"stats", "--by", "color"}, method: "GET", path: "/stats?by=color", kind: aiproxy.EINVALID},
 	{name: "stats bad since", cli: []string{"stats", "--since", "yesterday"}, method: "GET", path: "/stats?since=yesterday", kind: aiproxy.EINVALID},
+	{name: "limit", cli: []string{"user", "limit", "alice", "--rpm", "60", "--tokens", "1000/total", "--models", "gpt-4o*,o1", "--json"}, method: "POST", path: "/limit/alice", body: `{"rpm":60,"tokens":"1000/total","models":["gpt-4o*","o1"]}`, out: "json"},
+	{name: "limit spend", cli: []string{"user", "limit", "alice", "--spend", "5/total", "--json"}, method: "POST", path: "/limit/alice", body: `{"spend":"5/total"}`, out: "json"},
+	{name: "limit defaults", cli: []string{"user", "limit", "*", "--concurrent", "2", "--models", "gpt-*", "--json"}, method: "POST", path: "/limit/*", body: `{"concurrent":2,"models":"gpt-*"}`, out: "json"},
+	{name: "limit none", cli: []string{"user", "limit", "alice", "--rpm", "none", "--tpm", "none", "--json"}, method: "POST", path: "/limit/alice", body: `{"rpm":null,"tpm":"none"}`, out: "json"},
+	{name: "limit clear", cli: []string{"user", "limit", "alice", "--clear", "--json"}, method: "POST", path: "/limit/alice", body: `{"clear":true}`, out: "json"},
+	{name: "limit negative", cli: []string{"user", "limit", "alice", "--rpm=-5"}, method: "POST", path: "/limit/alice", body: `{"rpm":-5}`, kind: aiproxy.EINVALID},
+	{name: "limit unknown period", cli: []string{"user", "limit", "alice", "--tokens", "5/fortnight"}, method: "POST", path: "/limit/alice", body: `{"tokens":"5/fortnight"}`, kind: aiproxy.EINVALID},
+	{name: "limit unknown unit", cli: []string{"user", "limit", "alice", "--spend", "5EUR/month"}, method: "POST", path: "/limit/alice", body: `{"spend":"5EUR/month"}`, kind: aiproxy.EINVALID},
+	{name: "limit missing user", cli: []string{"user", "limit", "bob", "--rpm", "1"}, method: "POST", path: "/limit/bob", body: `{"rpm":1}`, kind: aiproxy.ENOTFOUND},
 	{name: "audit", cli: []string{"audit", "--json", "--since", "2001-01-01"}, method: "GET", path: "/audit?since=2001-01-01", out: "json"},
 	{name: "audit bad since", cli: []string{"audit", "--since", "yesterday"}, method: "GET", path: "/audit?since=yesterday", kind: aiproxy.EINVALID},
 

@@ -26,6 +26,7 @@ func newUserCmd(app *appContext) *cobra.Command {
 		newUserDeleteCmd(app),
 		newUserListCmd(app),
 		newUserExpireCmd(app),
+		newUserLimitCmd(app),
 	)
 	return c
 }
@@ -35,28 +36,35 @@ const expiresHelp = "expiry: a duration (90s, 12h, 30d, 2w), a date (2027-01-31,
 type userKeyOptions struct {
 	Name    string
 	Expires string
+	Limits  admin.LimitsUpdate // create only: the user's own limits (limit.go)
 }
 
 func newUserCreateCmd(app *appContext) *cobra.Command {
 	var opts userKeyOptions
+	var limits limitFlags
 	c := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a user and print its new key",
 		Long:  "Create user NAME (1–64 characters of A-Z a-z 0-9 _ . @ -) and print its key alone on one line. The key is not shown again.",
 		Example: "  aiproxy user create bob\n" +
-			"  aiproxy user create carol --expires 30d",
+			"  aiproxy user create carol --expires 30d\n" +
+			"  aiproxy user create dave --rpm 20 --spend 5/month",
 		Args: argsExact("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			opts.Name = args[0]
+			opts.Limits = limits.update(c)
 			return runUserCreate(c.Context(), app, c.OutOrStdout(), opts)
 		},
 	}
 	c.Flags().StringVar(&opts.Expires, "expires", "", expiresHelp+" (default: never)")
+	addLimitFlags(c, &limits) // as `user limit`; without them the defaults apply
 	return c
 }
 
 func runUserCreate(ctx context.Context, app *appContext, out io.Writer, opts userKeyOptions) error {
-	return runUserKey(ctx, app, out, opts, (*admin.Service).CreateUser)
+	return runUserKey(ctx, app, out, opts, func(svc *admin.Service, ctx context.Context, name string, exp admin.Expiry) (string, error) {
+		return svc.CreateUserWithLimits(ctx, name, exp, opts.Limits)
+	})
 }
 
 // runUserKey runs create or reset, which share their input and output:
@@ -187,7 +195,7 @@ func newUserListCmd(app *appContext) *cobra.Command {
 	c := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List users: name, key hint, created, expires, last used, requests",
+		Short:   "List users: name, key hint, created, expires, last used, requests, limits",
 		Args:    argsExact(),
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runUserList(c.Context(), app, c.OutOrStdout(), opts)
@@ -217,7 +225,7 @@ func runUserList(ctx context.Context, app *appContext, out io.Writer, opts userL
 
 // userListing lays out users for a table; expiry is judged at now.
 func userListing(users []aiproxy.User, now time.Time) listing {
-	l := listing{Header: []string{"NAME", "KEY", "CREATED", "EXPIRES", "LAST USED", "REQUESTS"}}
+	l := listing{Header: []string{"NAME", "KEY", "CREATED", "EXPIRES", "LAST USED", "REQUESTS", "LIMITS"}}
 	for _, u := range users {
 		expires := cell{Text: "never", Tone: toneMuted}
 		if u.ExpiresAt != nil {
@@ -237,6 +245,7 @@ func userListing(users []aiproxy.User, now time.Time) listing {
 			expires,
 			last,
 			{Text: strconv.FormatInt(u.Requests, 10)},
+			limitsCell(u.Limits),
 		})
 	}
 	return l

@@ -251,7 +251,7 @@ func TestUserList_empty(t *testing.T) {
 		t.Errorf("user list --json on an empty database = %q, want \"[]\\n\"", got)
 	}
 	got := runOK(t, "--db", db, "user", "list")
-	if want := "NAME  KEY  CREATED  EXPIRES  LAST USED  REQUESTS\n"; got != want {
+	if want := "NAME  KEY  CREATED  EXPIRES  LAST USED  REQUESTS  LIMITS\n"; got != want {
 		t.Errorf("user list on an empty database = %q, want %q", got, want)
 	}
 }
