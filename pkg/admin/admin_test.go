@@ -512,7 +512,8 @@ func TestService_MeAndResetOwnKey(t *testing.T) {
 		t.Fatalf("Me() error = %v", err)
 	}
 	want := admin.Me{Name: "alice", KeyHint: keys.Hint(k), ExpiresAt: &exp,
-		Usage: aiproxy.UsageTotals{Requests: 2, PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}}
+		Usage:  aiproxy.UsageTotals{Requests: 2, PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7},
+		Limits: aiproxy.LimitsView{Default: true}} // no limits anywhere
 	if diff := cmp.Diff(want, me); diff != "" {
 		t.Errorf("Me() mismatch (-want +got):\n%s", diff)
 	}

@@ -530,7 +530,7 @@ func testRoutes(t *testing.T, form routeForm, accept string, asJSON bool) {
 	var names []string
 	for _, u := range ul {
 		names = append(names, u["name"].(string))
-		if diff := cmp.Diff([]string{"created_at", "expires_at", "key_hint", "last_used_at", "name", "requests"}, sortedKeys(u)); diff != "" {
+		if diff := cmp.Diff([]string{"created_at", "expires_at", "key_hint", "last_used_at", "limits", "name", "requests"}, sortedKeys(u)); diff != "" {
 			t.Errorf("user fields (-want +got):\n%s", diff)
 		}
 	}
