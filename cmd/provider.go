@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -282,6 +283,27 @@ func runProviderList(ctx context.Context, app *appContext, out io.Writer, opts p
 	return providerListing(ps).write(out)
 }
 
+// keyHints lists the key hints, each with its state when it is not ok:
+// "sk-…abcd (resting until 14:05:00Z), sk-…wxyz (rejected)".
+func keyHints(p aiproxy.Provider) cell {
+	hints := slices.Clone(p.KeyHints)
+	c := cell{}
+	if len(p.KeyStates) == len(hints) {
+		for i, ks := range p.KeyStates {
+			switch {
+			case ks.State == aiproxy.KeyResting && ks.Until != nil:
+				hints[i] += " (resting until " + ks.Until.UTC().Format(time.RFC3339) + ")"
+				c.Tone = toneWarn
+			case ks.State == aiproxy.KeyRejected:
+				hints[i] += " (rejected)"
+				c.Tone = toneWarn
+			}
+		}
+	}
+	c.Text = strings.Join(hints, ", ")
+	return c
+}
+
 func providerListing(ps []aiproxy.Provider) listing {
 	l := listing{Header: []string{"HOST", "ALIAS", "BASE URL", "API ROOT", "AUTH", "KEYS", "KEY HINTS", "INJECT USAGE", "HEADERS"}}
 	for _, p := range ps {
@@ -308,7 +330,7 @@ func providerListing(ps []aiproxy.Provider) listing {
 			{Text: p.APIRoot},
 			{Text: p.Auth},
 			{Text: strconv.Itoa(p.KeyCount)},
-			{Text: strings.Join(p.KeyHints, ", ")},
+			keyHints(p),
 			inject,
 			headers,
 		})

@@ -196,6 +196,7 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	}, log)
 	defer catalog.Close()
 	cfg.Proxy.Models = catalog
+	cfg.Proxy.KeyStates = svc
 	// An alias equal to the admin token would shadow the admin routes.
 	svc.ReservedSegment = func(seg string) bool { return token != "" && strings.EqualFold(seg, token) }
 	px := proxy.New(svc, rec, reqLog, cfg.Proxy)

@@ -377,7 +377,11 @@ func TestService_AddProviderKey(t *testing.T) {
 			KeyHints: []string{keys.Hint("ollama"), keys.Hint("ollama2"), keys.Hint("ollama3")}, InjectUsage: true,
 			APIRoot: "/v1", Auth: "bearer", Headers: map[string]string{}},
 	}
-	ignoreID := cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".ID" }, cmp.Ignore())
+	// Key states and versions are pkg/store's TestKeyStates_RestAndTouch.
+	ignoreID := cmp.FilterPath(func(p cmp.Path) bool {
+		s := p.Last().String()
+		return s == ".ID" || s == ".KeyStates" || s == ".Version"
+	}, cmp.Ignore())
 	if diff := cmp.Diff(want, got, ignoreID); diff != "" {
 		t.Errorf("ListProviders() mismatch (-want +got):\n%s", diff)
 	}

@@ -11,6 +11,7 @@ const (
 
 // KeyState is the state of one provider key, by its hint.
 type KeyState struct {
+	ID    int64      `json:"-"`
 	Hint  string     `json:"hint"`
 	State string     `json:"state"`
 	Until *time.Time `json:"until"`

@@ -91,9 +91,10 @@ type Catalog struct {
 	now          func() time.Time
 	after        func(time.Duration) <-chan time.Time // tests replace it
 
-	ctx    context.Context // ends with Close; every fetch runs under it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context // ends with Close; every fetch runs under it
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	started sync.Once // the refresher runs from the first List or Get
 
 	mu      sync.Mutex
 	closed  bool
@@ -125,8 +126,9 @@ type merged struct {
 
 // New returns a catalog of src's providers, fetched with client (its
 // timeouts and transport; nil: http.DefaultClient, which follows no
-// redirect here either) and logged to log. It starts fetching at once,
-// and refreshes every interval until Close.
+// redirect here either) and logged to log. It starts fetching when it is
+// first asked for models (a serve whose users never list models never
+// contacts a provider for them), and refreshes every interval until Close.
 func New(src Source, client *http.Client, log *slog.Logger, opts ...Option) *Catalog {
 	if client == nil {
 		client = http.DefaultClient
@@ -148,9 +150,20 @@ func New(src Source, client *http.Client, log *slog.Logger, opts ...Option) *Cat
 		o(c)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.wg.Add(1)
-	go c.run()
 	return c
+}
+
+// start starts the refresher, once.
+func (c *Catalog) start() {
+	c.started.Do(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed {
+			return
+		}
+		c.wg.Add(1)
+		go c.run()
+	})
 }
 
 // Close stops the refresher and every fetch in flight, and waits for them.
@@ -301,6 +314,7 @@ func (c *Catalog) Get(ctx context.Context, id string, allowed func(id string) bo
 // snapshot brings the entries up to date with the source, waits for first
 // fetches as List says, and returns the merged list.
 func (c *Catalog) snapshot(ctx context.Context) merged {
+	c.start()
 	def := c.src.DefaultProvider()
 	provs, err := c.src.ProvidersWithKeys(ctx)
 	c.mu.Lock()

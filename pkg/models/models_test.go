@@ -418,7 +418,8 @@ func TestCatalog_CloseStopsFetches(t *testing.T) {
 	slow := newHanging(t)
 	src := &testSource{def: "slow.example"}
 	src.set(aiproxy.Provider{Host: "slow.example", BaseURL: slow.srv.URL, APIRoot: "/v1", Keys: []string{"k"}})
-	c := New(src, nil, nil, WithInterval(time.Hour))
+	c := New(src, nil, nil, WithInterval(time.Hour), WithFirstWait(time.Millisecond))
+	c.List(context.Background(), nil) // starts the fetches
 	<-slow.entered
 	c.Close() // returns only when every goroutine has ended
 	if got := c.List(context.Background(), nil); len(got) != 0 {

@@ -24,6 +24,10 @@ type RequestInfo struct {
 	// "stream" not a boolean or null, "stream_options" not an object or null).
 	// When Problem is set, Model, Stream and IncludeUsage are zero.
 	Problem string
+	// MaxTokens is the most output the request asks for: the top-level
+	// "max_tokens", "max_completion_tokens" or "max_output_tokens" (the
+	// largest when several are given); 0 when none is a positive integer.
+	MaxTokens int64
 }
 
 // reqScan is InspectRequest's result plus where the parts that
@@ -88,6 +92,13 @@ func scanRequest(body []byte) reqScan {
 				r.optMembers, r.incs, r.info.IncludeUsage = 0, 0, false
 			default:
 				problem(`"stream_options" is not an object`)
+			}
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			var n json.Number
+			if _, _, err = m.decode(&n); err != nil {
+				err = nil // not a number: the upstream will say so
+			} else if v, e := n.Int64(); e == nil && v > r.info.MaxTokens {
+				r.info.MaxTokens = v
 			}
 		default:
 			if k := foldsTo(m.name, "model", "stream", "stream_options"); k != "" {

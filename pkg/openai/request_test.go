@@ -112,7 +112,7 @@ func TestInspectRequest(t *testing.T) {
 
 func TestInspectRequestLargeImage(t *testing.T) {
 	got := InspectRequest(benchRequest())
-	if want := (RequestInfo{Model: "gpt-4o", Stream: true, Valid: true}); got != want {
+	if want := (RequestInfo{Model: "gpt-4o", Stream: true, Valid: true, MaxTokens: 300}); got != want {
 		t.Errorf("InspectRequest(5 MB body) = %+v, want %+v", got, want)
 	}
 	body := benchRequest()
@@ -239,6 +239,24 @@ func TestReplaceModel_OnlyTheModelChanges(t *testing.T) {
 	for _, in := range []string{`{"messages":[]}`, `{"model":1}`, `{"model":"a","model":"b"}`, `[]`} {
 		if got, ok := ReplaceModel([]byte(in), "m"); ok || string(got) != in {
 			t.Errorf("ReplaceModel(%s) = %s, %v; want it unchanged and false", in, got, ok)
+		}
+	}
+}
+
+// The most output a request asks for, whatever the API calls it.
+func TestInspectRequest_MaxTokens(t *testing.T) {
+	for body, want := range map[string]int64{
+		`{"model":"m","max_tokens":100}`:                         100,
+		`{"model":"m","max_completion_tokens":50}`:               50,
+		`{"model":"m","max_output_tokens":7}`:                    7,
+		`{"model":"m","max_tokens":5,"max_completion_tokens":9}`: 9,
+		`{"model":"m","max_tokens":"many"}`:                      0,
+		`{"model":"m","max_tokens":-3}`:                          0,
+		`{"model":"m","max_tokens":1.5}`:                         0,
+		`{"model":"m"}`:                                          0,
+	} {
+		if got := InspectRequest([]byte(body)); got.MaxTokens != want || got.Problem != "" {
+			t.Errorf("InspectRequest(%s) = %+v, want MaxTokens %d", body, got, want)
 		}
 	}
 }

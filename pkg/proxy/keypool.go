@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -25,9 +26,9 @@ const defaultRest = 60 * time.Second
 // KeyStates persists key states, so that `provider list` in another process
 // shows them. It is called off the request path.
 type KeyStates interface {
-	// RestKey marks the key with hint on host resting until until, or
+	// RestKey marks the provider key with id resting until until, or
 	// rejected (until an admin touches the provider) when until is zero.
-	RestKey(host, hint string, until time.Time)
+	RestKey(ctx context.Context, id int64, until time.Time) error
 }
 
 // restState is the in-memory state of one resting or rejected key.
@@ -95,7 +96,7 @@ func restKey(host, key string) string { return host + "\x00" + key }
 // stateOf is the stored state of the provider's i-th key; provider -1
 // means usable.
 func stateOf(prov aiproxy.Provider, i int) restState {
-	if i < len(prov.KeyStates) {
+	if len(prov.KeyStates) == len(prov.Keys) {
 		switch s := prov.KeyStates[i]; s.State {
 		case aiproxy.KeyResting:
 			if s.Until != nil {
@@ -121,14 +122,18 @@ func (kp *keyPool) rest(prov aiproxy.Provider, key string, res *http.Response) {
 	kp.mu.Lock()
 	kp.rested[restKey(prov.Host, key)] = restState{until: until, provider: prov.Version}
 	kp.mu.Unlock()
-	if kp.store != nil {
-		hint := ""
-		for i, k := range prov.Keys {
-			if k == key && i < len(prov.KeyHints) {
-				hint = prov.KeyHints[i]
-			}
+	if kp.store == nil || len(prov.KeyStates) != len(prov.Keys) {
+		return
+	}
+	for i, k := range prov.Keys {
+		if k == key {
+			id := prov.KeyStates[i].ID
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = kp.store.RestKey(ctx, id, until) // a failure only loses the state for other processes
+			}()
 		}
-		go kp.store.RestKey(prov.Host, hint, until)
 	}
 }
 

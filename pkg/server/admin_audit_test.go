@@ -52,7 +52,7 @@ func TestAdminAudit_HTTPChangesAreRecorded(t *testing.T) {
 		{"http", "127.0.0.1", "user.create", "bob", "ok"},
 		{"http", "127.0.0.1", "user.create", "bob", "refused: conflict"},
 		{"http", "127.0.0.1", "provider.add", "api.example.com", "ok"},
-		{"http", "127.0.0.1", "POST /expire/{name}", "bob", "refused: invalid"},
+		{"http", "127.0.0.1", "user.expire", "bob", "refused: invalid"},
 		{"http", "127.0.0.1", "user.delete", "bob", "ok"},
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {

@@ -83,6 +83,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Cleanup(c.Close)
 		o.proxy.Models = c
 	}
+	if o.proxy.KeyStates == nil {
+		o.proxy.KeyStates = h.svc
+	}
 	px := proxy.New(h.svc, h.rec, log, o.proxy)
 	srv := server.New(h.svc, px, log, o.server)
 	// Count requests in the handler, so flushUsage can wait for them as

@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // keyedUpstream answers each provider key with the status in statuses (200
@@ -144,5 +147,62 @@ func TestKeyPool_StreamedBodyNotReplayed(t *testing.T) {
 	readAll(t, res)
 	if res.StatusCode != 429 || len(up.take()) != 1 {
 		t.Errorf("status %d", res.StatusCode)
+	}
+}
+
+// Key states live in the database, so that `provider list` in another
+// process shows them; touching the provider makes every key usable again.
+func TestKeyPool_StatesStoredAndResetByTouch(t *testing.T) {
+	h, up := poolHarness(t, map[string]int{"sk-pool-key-a-000001": 401, "sk-pool-key-b-000002": 429},
+		"sk-pool-key-a-000001", "sk-pool-key-b-000002")
+	readAll(t, poolDo(h, chatBody))
+	up.take()
+	states := func() map[string]string {
+		ps, err := h.svc.ListProviders(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, p := range ps {
+			if p.Host == "pool.example" {
+				for _, ks := range p.KeyStates {
+					m[ks.Hint] = ks.State
+					if (ks.State == "resting") != (ks.Until != nil) {
+						t.Errorf("%s: state %s until %v", ks.Hint, ks.State, ks.Until)
+					}
+				}
+			}
+		}
+		return m
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := states()
+		var got []string
+		for _, s := range m {
+			got = append(got, s)
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") == "rejected,resting" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stored states %v, want one rejected and one resting", m)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the database for the async write
+	}
+	// A touch (here: inject_usage set) makes both usable again.
+	if err := h.svc.SetProviderInjectUsage(context.Background(), "pool.example", true); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range states() {
+		if s != "ok" {
+			t.Errorf("after a touch: %v", states())
+			break
+		}
+	}
+	readAll(t, poolDo(h, chatBody))
+	if seen := up.take(); len(seen) == 0 {
+		t.Error("after a touch the keys were not tried again")
 	}
 }

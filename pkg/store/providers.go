@@ -197,8 +197,8 @@ func (d *DB) providerByHost(ctx context.Context, host string) (aiproxy.Provider,
 // providerQuery selects providers with their key hints and sealed keys,
 // one row per key (one with NULL key columns for a provider without keys).
 // Callers add the WHERE and ORDER BY clauses.
-const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, p.alias, p.api_root, p.auth, p.headers,
-		k.id, k.key_hint, k.secret
+const providerQuery = `SELECT p.id, p.host, p.base_url, p.inject_usage, p.alias, p.api_root, p.auth, p.headers, p.version,
+		k.id, k.key_hint, k.secret, k.state, k.rest_until
 		FROM providers p LEFT JOIN provider_keys k ON k.provider_id = p.id`
 
 // providers lists every provider with its key hints, in one ordered join.
@@ -231,16 +231,17 @@ func scanProviderRows(rows *sql.Rows, key *seal.Key) (out []aiproxy.Provider, br
 	out = []aiproxy.Provider{}
 	for rows.Next() {
 		var p aiproxy.Provider
-		var keyID sql.NullInt64
-		var alias, hint sql.NullString
+		var keyID, restUntil sql.NullInt64
+		var alias, hint, state sql.NullString
 		var headers string
 		var sealed []byte
-		if err := rows.Scan(&p.ID, &p.Host, &p.BaseURL, &p.InjectUsage, &alias, &p.APIRoot, &p.Auth, &headers,
-			&keyID, &hint, &sealed); err != nil {
+		if err := rows.Scan(&p.ID, &p.Host, &p.BaseURL, &p.InjectUsage, &alias, &p.APIRoot, &p.Auth, &headers, &p.Version,
+			&keyID, &hint, &sealed, &state, &restUntil); err != nil {
 			return nil, nil, err
 		}
 		if n := len(out); n == 0 || out[n-1].ID != p.ID {
 			p.KeyHints = []string{}
+			p.KeyStates = []aiproxy.KeyState{}
 			p.Alias = alias.String
 			var err error
 			if p.Headers, err = decodeHeaders(headers); err != nil {
@@ -251,6 +252,7 @@ func scanProviderRows(rows *sql.Rows, key *seal.Key) (out []aiproxy.Provider, br
 		last := &out[len(out)-1]
 		if hint.Valid {
 			last.KeyHints = append(last.KeyHints, hint.String)
+			last.KeyStates = append(last.KeyStates, keyState(keyID.Int64, hint.String, state.String, restUntil))
 			last.KeyCount++
 			if key != nil {
 				plain, err := key.Open(sealed, keyAD(last.Host, keyID.Int64))
@@ -269,4 +271,32 @@ func scanProviderRows(rows *sql.Rows, key *seal.Key) (out []aiproxy.Provider, br
 		}
 	}
 	return out, broken, dbError(rows.Err())
+}
+
+// keyState is one key's state as listings and the proxy see it: a rest
+// that has ended reads ok.
+func keyState(id int64, hint, state string, until sql.NullInt64) aiproxy.KeyState {
+	ks := aiproxy.KeyState{ID: id, Hint: hint, State: aiproxy.KeyOK}
+	switch {
+	case state == aiproxy.KeyRejected:
+		ks.State = aiproxy.KeyRejected
+	case state == aiproxy.KeyResting && until.Valid && time.Now().Before(fromMS(until.Int64)):
+		t := fromMS(until.Int64)
+		ks.State, ks.Until = aiproxy.KeyResting, &t
+	}
+	return ks
+}
+
+// RestKey records that the upstream refused the provider key with id: it
+// rests until until, or, with a zero until, is rejected until an admin
+// touches its provider (migration 0008). Not a touch itself.
+func (d *DB) RestKey(ctx context.Context, id int64, until time.Time) error {
+	state, at := aiproxy.KeyRejected, sql.NullInt64{}
+	if !until.IsZero() {
+		state, at = aiproxy.KeyResting, sql.NullInt64{Int64: ms(until), Valid: true}
+	}
+	return d.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE provider_keys SET state = ?, rest_until = ? WHERE id = ?", state, at, id)
+		return err
+	})
 }

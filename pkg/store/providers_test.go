@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -94,7 +95,15 @@ func TestAddProviderKey(t *testing.T) {
 	wantCode(t, "ProviderByHost(upper case)", errOf(d.ProviderByHost(ctx, "API.GROQ.COM")), aiproxy.ENOTFOUND)
 }
 
-var ignoreProviderID = cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".ID" }, cmp.Ignore())
+// ignoreProviderID leaves out row ids, and the key states and version of
+// migration 0008, which TestKeyStates pins down.
+var ignoreProviderID = cmp.FilterPath(func(p cmp.Path) bool {
+	switch p.Last().String() {
+	case ".ID", ".KeyStates", ".Version":
+		return true
+	}
+	return false
+}, cmp.Ignore())
 
 func TestAddProviderKey_InjectUsage(t *testing.T) {
 	t.Parallel()
@@ -255,10 +264,50 @@ func TestListProviders_NoSecrets(t *testing.T) {
 		for k := range m {
 			fields = append(fields, k)
 		}
-		if diff := cmp.Diff([]string{"alias", "api_root", "auth", "base_url", "headers", "host", "inject_usage", "key_hints", "keys"}, fields, sortStrings); diff != "" {
+		if diff := cmp.Diff([]string{"alias", "api_root", "auth", "base_url", "headers", "host", "inject_usage", "key_hints", "key_states", "keys"}, fields, sortStrings); diff != "" {
 			t.Errorf("provider JSON fields mismatch (-want +got):\n%s", diff)
 		}
 	}
 }
 
 var sortStrings = cmpopts.SortSlices(func(a, b string) bool { return a < b })
+
+// Key states: RestKey marks a key resting or rejected, not a touch; any
+// add, set or remove for the host (a touch) makes every key ok again.
+func TestKeyStates_RestAndTouch(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newTestStore(t)
+	for _, k := range []string{"sk-state-key-a-0001", "sk-state-key-b-0002"} {
+		if err := addKey(t, db, "s.example", "https://s.example", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func() aiproxy.Provider {
+		p, err := db.ProviderByHost(ctx, "s.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := get()
+	v := p.Version
+	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	if err := db.RestKey(ctx, p.KeyStates[0].ID, until); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RestKey(ctx, p.KeyStates[1].ID, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	p = get()
+	if s := p.KeyStates; s[0].State != "resting" || s[0].Until == nil || !s[0].Until.Equal(until) || s[1].State != "rejected" || p.Version != v {
+		t.Errorf("after RestKey: %+v version %d (was %d)", s, p.Version, v)
+	}
+	if err := db.SetProviderInjectUsage(ctx, "s.example", false); err != nil {
+		t.Fatal(err)
+	}
+	p = get()
+	if s := p.KeyStates; s[0].State != "ok" || s[0].Until != nil || s[1].State != "ok" || p.Version == v {
+		t.Errorf("after a touch: %+v version %d", s, p.Version)
+	}
+}
