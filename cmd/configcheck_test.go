@@ -125,6 +125,7 @@ func TestServe_resolvedConfig(t *testing.T) {
 		opts.MaxBody, _ = c.Flags().GetInt64("max-body")
 		opts.ShutdownGrace, _ = c.Flags().GetDuration("shutdown-grace")
 		opts.LogLevel, _ = c.Flags().GetString("log-level")
+		opts.DefaultReserve, _ = c.Flags().GetInt64("default-reserve")
 		var err error
 		got, err = app.resolveServe(opts, c.Flags().Changed("access-token"))
 		return err

@@ -913,7 +913,7 @@ func (s *session) checkProviders() {
 			path = "/v1/chat/completions"
 		}
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", "http://"+s.serve.addr+path,
-			strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+			strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`))
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("X-Host-Final", p.Host)
 		req.Header.Set("Content-Type", "application/json")

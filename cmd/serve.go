@@ -15,7 +15,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/limits"
 	"github.com/aiproxy/aiproxy/pkg/logbuf"
+	"github.com/aiproxy/aiproxy/pkg/metrics"
 	"github.com/aiproxy/aiproxy/pkg/models"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 	"github.com/aiproxy/aiproxy/pkg/server"
@@ -34,6 +36,9 @@ type serveOptions struct {
 	DenyPrivate                          bool
 	LogLevel, LogFormat                  string
 	UsageRetention                       string
+	UpstreamHTTP2                        bool
+	DefaultReserve                       int64
+	Metrics, MetricsPerUser              bool
 }
 
 // serveConfig is everything serve runs with, resolved and checked in one
@@ -51,6 +56,11 @@ type serveConfig struct {
 	// UsageRetention is how long usage rows are kept whole before they
 	// are folded into daily totals (store.Retention).
 	UsageRetention time.Duration
+	// DefaultReserve is the output reserved for a limited user's request
+	// that names no maximum.
+	DefaultReserve int64
+	// Metrics serves GET /metrics; MetricsPerUser adds per-user series.
+	Metrics, MetricsPerUser bool
 }
 
 func newServeCmd(app *appContext) *cobra.Command {
@@ -81,6 +91,10 @@ func newServeCmd(app *appContext) *cobra.Command {
 	f.StringVar(&opts.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&opts.LogFormat, "log-format", "", "text or json (default text on a terminal, json otherwise)")
 	f.StringVar(&opts.UsageRetention, "usage-retention", "400d", "keep usage rows this long (at least 1d), then fold them into daily totals that stats still reads")
+	f.BoolVar(&opts.UpstreamHTTP2, "upstream-http2", false, "speak HTTP/2 to HTTPS providers that offer it (default HTTP/1.1 with a pool of connections)")
+	f.Int64Var(&opts.DefaultReserve, "default-reserve", limits.DefaultReserve, "output tokens reserved against a limited user's budget when a request names no max_tokens")
+	f.BoolVar(&opts.Metrics, "metrics", false, "serve Prometheus metrics at /metrics (admin token or a loopback client)")
+	f.BoolVar(&opts.MetricsPerUser, "metrics-per-user", false, "with --metrics, also per-user series (one series per user: mind the cardinality)")
 	return c
 }
 
@@ -102,7 +116,14 @@ func (a *appContext) resolveServe(o serveOptions, tokenOnArgv bool) (serveConfig
 			HeaderTimeout:   o.HeaderTimeout,
 			IdleTimeout:     o.IdleTimeout,
 			DenyPrivate:     o.DenyPrivate,
+			HTTP2:           o.UpstreamHTTP2,
 		},
+		DefaultReserve: o.DefaultReserve,
+		Metrics:        o.Metrics || o.MetricsPerUser,
+		MetricsPerUser: o.MetricsPerUser,
+	}
+	if o.DefaultReserve <= 0 {
+		return cfg, aiproxy.Errorf(aiproxy.EINVALID, "invalid %s %d: want a positive number of tokens", a.source("default-reserve"), o.DefaultReserve)
 	}
 	if err := checkToken(cfg.AccessToken); err != nil {
 		return cfg, err
@@ -187,6 +208,25 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	}
 
 	rec := usage.New(svc.RecordUsage, log, 10000)
+	var m *metrics.Metrics
+	if cfg.Metrics {
+		m = metrics.New(metrics.Options{PerUser: cfg.MetricsPerUser})
+		rec.OnBatch = m.UsageBatch
+		m.WatchUsage(rec)
+	}
+	cfg.Proxy.Metrics = m
+	// Startup loads finish even when a signal is already pending.
+	loadCtx := context.WithoutCancel(ctx)
+	lim, err := limits.New(loadCtx, app.db, time.Now, limits.WithDefaultReserve(cfg.DefaultReserve))
+	if err != nil {
+		return fmt.Errorf("limits: %v", err)
+	}
+	cfg.Proxy.Limits = lim
+	priceTable, err := svc.PriceTable(loadCtx)
+	if err != nil {
+		return fmt.Errorf("prices: %v", err)
+	}
+	cfg.Proxy.Prices = priceTable
 	// GET /v1/models without a provider named: every provider's list,
 	// fetched in the background with each provider's key, never through a
 	// redirect (a key goes only to its provider's base URL).
@@ -200,7 +240,11 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	// An alias equal to the admin token would shadow the admin routes.
 	svc.ReservedSegment = func(seg string) bool { return token != "" && strings.EqualFold(seg, token) }
 	px := proxy.New(svc, rec, reqLog, cfg.Proxy)
-	handler := server.New(svc, px, log, server.Config{AccessToken: token, CORSOrigins: cfg.CORSOrigins})
+	var metricsHandler http.Handler
+	if m != nil {
+		metricsHandler = m.Handler()
+	}
+	handler := server.New(svc, px, log, server.Config{AccessToken: token, CORSOrigins: cfg.CORSOrigins, Metrics: metricsHandler})
 
 	// Requests run under base; cancelling it after the grace period ends
 	// the streams that are still open, and with them their upstreams.

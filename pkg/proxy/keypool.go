@@ -45,10 +45,13 @@ type keyPool struct {
 	rested map[string]restState // by host and provider key (restKey)
 	store  KeyStates
 	now    func() time.Time
+	// resting, when set, is told how many keys of a host this process
+	// saw refused and not yet usable again (metrics).
+	resting func(host string, n int)
 }
 
-func newKeyPool(store KeyStates, now func() time.Time) *keyPool {
-	return &keyPool{rested: make(map[string]restState), store: store, now: now}
+func newKeyPool(store KeyStates, now func() time.Time, resting func(string, int)) *keyPool {
+	return &keyPool{rested: make(map[string]restState), store: store, now: now, resting: resting}
 }
 
 // usable returns the provider's keys that may be used now, starting at
@@ -121,7 +124,16 @@ func (kp *keyPool) rest(prov aiproxy.Provider, key string, res *http.Response) {
 	}
 	kp.mu.Lock()
 	kp.rested[restKey(prov.Host, key)] = restState{until: until, provider: prov.Version}
+	n := 0
+	for _, k := range prov.Keys {
+		if st, ok := kp.rested[restKey(prov.Host, k)]; ok && (st.until.IsZero() || st.until.After(kp.now())) {
+			n++
+		}
+	}
 	kp.mu.Unlock()
+	if kp.resting != nil {
+		kp.resting(prov.Host, n)
+	}
 	if kp.store == nil || len(prov.KeyStates) != len(prov.Keys) {
 		return
 	}

@@ -34,6 +34,8 @@ import (
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/httperr"
+	"github.com/aiproxy/aiproxy/pkg/limits"
+	"github.com/aiproxy/aiproxy/pkg/metrics"
 	"github.com/aiproxy/aiproxy/pkg/netguard"
 	"github.com/aiproxy/aiproxy/pkg/openai"
 	"github.com/aiproxy/aiproxy/pkg/scrub"
@@ -92,6 +94,20 @@ type Config struct {
 	// Models, when set, answers GET /v1/models and /v1/models/{id} for
 	// requests that name no provider: every provider's models.
 	Models Models
+	// Limits, when set, enforces per-user limits and budgets.
+	Limits *limits.Limiter
+	// Prices, when set, prices every request's usage (and lets Limits
+	// reserve dollars).
+	Prices Prices
+	// Metrics, when set, counts requests, tokens, cost and open streams.
+	Metrics *metrics.Metrics
+}
+
+// Prices prices a request's usage by the model sent upstream (pkg/prices).
+type Prices interface {
+	// Sync reloads the prices when they may have changed; cheap otherwise.
+	Sync(ctx context.Context) error
+	Lookup(model string) (aiproxy.Price, bool)
 }
 
 // Models is the merged model list of every provider (pkg/models).
@@ -144,7 +160,7 @@ func New(dir Directory, rec Recorder, log *slog.Logger, cfg Config) *Proxy {
 	if p.transport == nil {
 		p.transport = NewTransport(cfg)
 	}
-	p.pool = newKeyPool(cfg.KeyStates, p.now)
+	p.pool = newKeyPool(cfg.KeyStates, p.now, cfg.Metrics.SetKeysResting)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      &poolTransport{next: p.transport, pool: p.pool},
@@ -234,7 +250,12 @@ type exchange struct {
 	cancel  context.CancelFunc
 	rc      *http.ResponseController
 
+	res   *limits.Reservation // nil: no limit applies
+	price *aiproxy.Price      // the upstream model's price; nil: unpriced
+	asked string              // the model as the user named it
+
 	// Set by modifyResponse.
+	stream  bool // an event stream is open (metrics)
 	idle    *time.Timer
 	scanner interface{ Usage() openai.Usage }
 }
@@ -310,7 +331,11 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 	if !named && p.cfg.Models != nil && r.Method == http.MethodGet {
 		// GET /v1/models without a provider named: every provider's models.
 		if id, ok := modelsPath(escaped); ok {
-			p.cfg.Models.Serve(w, r, id, nil)
+			var allowed func(string) bool
+			if lim := p.cfg.Limits; lim != nil {
+				allowed = func(m string) bool { return lim.ModelAllowed(user.ID, m) }
+			}
+			p.cfg.Models.Serve(w, r, id, allowed)
 			return true, nil
 		}
 	}
@@ -321,6 +346,7 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 		return false, err
 	}
 
+	x.asked = x.model
 	var prov aiproxy.Provider
 	routed := false
 	if !named {
@@ -352,7 +378,39 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 		return false, err
 	}
 	x.key = x.keys[0]
-	return false, nil
+	return false, p.reserve(r.Context(), w, x, info)
+}
+
+// reserve prices the request and, for a limited user, reserves the most it
+// can cost (CONTRACT section 5): the prompt estimated from the body (four
+// bytes a token) plus the output it asks for at most. A refusal carries
+// its own headers; an accepted limited request carries x-ratelimit-*.
+func (p *Proxy) reserve(ctx context.Context, w http.ResponseWriter, x *exchange, info openai.RequestInfo) error {
+	if p.cfg.Prices != nil {
+		if err := p.cfg.Prices.Sync(ctx); err != nil {
+			p.log.Warn("prices: reload failed, keeping the last ones", "err", err)
+		}
+		if pr, ok := p.cfg.Prices.Lookup(x.model); ok {
+			x.price = &pr
+		}
+	}
+	if p.cfg.Limits == nil {
+		return nil
+	}
+	res, err := p.cfg.Limits.Reserve(limits.Request{
+		UserID:          x.user.ID,
+		Model:           x.asked,
+		PromptTokens:    int64(len(x.body)) / 4,
+		MaxOutputTokens: info.MaxTokens,
+		Price:           x.price,
+	})
+	if err != nil {
+		limits.Headers(err, w.Header())
+		return err
+	}
+	x.res = res
+	res.Headers(w.Header())
+	return nil
 }
 
 // routeModel is model routing (CONTRACT section 6): a JSON body whose
@@ -643,6 +701,14 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		}
 	}
 	scrub.Header(h, x.key)
+	if x.res != nil {
+		// For a limited user, aiproxy's own x-ratelimit-* win (STR-5).
+		for name := range h {
+			if strings.HasPrefix(name, "X-Ratelimit-") {
+				delete(h, name)
+			}
+		}
+	}
 	if up := h.Values("X-Request-Id"); len(up) > 0 {
 		// aiproxy's own id stays; the upstream's comes back beside it
 		// (STR-5), and the log line carries both.
@@ -653,7 +719,8 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 
 	body := &responseBody{x: x, res: res, idle: p.cfg.IdleTimeout, write: p.cfg.WriteTimeout}
 	if isEventStream(h.Get("Content-Type")) {
-		x.streamed = true
+		x.streamed, x.stream = true, true
+		p.cfg.Metrics.StreamOpened()
 		s := openai.NewStreamScanner(res.Body, x.strip)
 		body.r, x.scanner = s, s
 		if x.strip {
@@ -873,7 +940,29 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 	// A forwarded request whose answer did not reach its end: the upstream
 	// broke off, went silent, or the client left.
 	partial := x.recorded && !x.eof && !x.failed
+	if x.stream {
+		p.cfg.Metrics.StreamClosed()
+	}
+	var cost *float64
+	if x.price != nil && x.tokens.PromptTokens != nil {
+		c := x.price.Cost(*x.tokens.PromptTokens, deref(x.tokens.CachedTokens), deref(x.tokens.CompletionTokens))
+		cost = &c
+	}
+	// An upstream error status, or aiproxy's own refusal, gives the
+	// reservation back; anything else is charged its usage, or the
+	// reservation when the usage could not be read (budgets fail closed).
+	var charged aiproxy.Charged
+	if x.failed || x.status >= 400 || !x.recorded {
+		x.res.Release()
+	} else {
+		charged = x.res.Settle(x.tokens.PromptTokens, x.tokens.CompletionTokens, x.tokens.CachedTokens, cost)
+	}
 	p.logExchange(r, x, dur, partial)
+	p.cfg.Metrics.RequestDone(metrics.Request{
+		Provider: x.provider, Route: routeKind(x.path), Status: x.status, Duration: dur, TTFB: x.ttfb,
+		Model: x.model, User: x.user.Name, PromptTokens: x.tokens.PromptTokens,
+		CompletionTokens: x.tokens.CompletionTokens, CostUSD: cost,
+	})
 	if !x.recorded || p.rec == nil {
 		return
 	}
@@ -894,8 +983,36 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 		TTFB:             x.ttfb,
 		Streamed:         x.streamed,
 		Partial:          partial,
+		CostUSD:          cost,
+		ChargedTokens:    charged.Tokens,
+		ChargedMicroUSD:  charged.MicroUSD,
 		Unmetered:        x.metered && x.status < 400 && x.tokens.TotalTokens == nil && x.tokens.PromptTokens == nil,
 	})
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// routeKind is the metrics' route label of a path.
+func routeKind(path string) string {
+	path = strings.TrimRight(path, "/")
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"), strings.HasSuffix(path, "/completions"):
+		return "chat"
+	case strings.HasSuffix(path, "/responses"):
+		return "responses"
+	case strings.HasSuffix(path, "/embeddings"):
+		return "embeddings"
+	case strings.HasSuffix(path, "/messages"):
+		return "messages"
+	case strings.Contains(path, "/models"):
+		return "models"
+	}
+	return "other"
 }
 
 // logExchange writes the request's log line.

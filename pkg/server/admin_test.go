@@ -569,7 +569,7 @@ func testRoutes(t *testing.T, form routeForm, accept string, asJSON bool) {
 		t.Errorf("api.groq.com = %+v after removing the host, want none", p)
 	}
 
-	if s := do("GET", "/stats"); s.body != `[{"requests":0,"errors":0,"partial":0,"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}]`+"\n" {
+	if s := do("GET", "/stats"); s.body != `[{"requests":0,"errors":0,"partial":0,"prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"cost_usd":null,"unmetered":0}]`+"\n" {
 		t.Errorf("stats body %s, want one zero totals row", s.body)
 	}
 	if s := do("GET", "/stats?by=user"); s.body != "[]\n" {
@@ -832,7 +832,7 @@ func TestAdmin_Stats(t *testing.T) {
 			t.Errorf("%s: unknown user: status %d %s", form.name, a.status, a.body)
 		}
 	}
-	row := `"requests":1,"errors":0,"partial":0,"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}`
+	row := `"requests":1,"errors":0,"partial":0,"prompt_tokens":11,"completion_tokens":7,"total_tokens":18,"cost_usd":null,"unmetered":0}`
 	tests := []struct {
 		name, query, want string
 	}{

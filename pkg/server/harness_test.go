@@ -16,6 +16,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/fakeai"
+	"github.com/aiproxy/aiproxy/pkg/limits"
 	"github.com/aiproxy/aiproxy/pkg/models"
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 	"github.com/aiproxy/aiproxy/pkg/server"
@@ -43,6 +44,8 @@ type harnessOpts struct {
 	server server.Config
 	// catalog serves GET /v1/models from every provider (pkg/models).
 	catalog bool
+	// limits enforces per-user limits and prices usage, as serve does.
+	limits bool
 }
 
 // syncBuffer is a goroutine-safe log sink.
@@ -85,6 +88,17 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	if o.proxy.KeyStates == nil {
 		o.proxy.KeyStates = h.svc
+	}
+	if o.limits {
+		lim, err := limits.New(ctx, db, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab, err := h.svc.PriceTable(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.proxy.Limits, o.proxy.Prices = lim, tab
 	}
 	px := proxy.New(h.svc, h.rec, log, o.proxy)
 	srv := server.New(h.svc, px, log, o.server)

@@ -43,7 +43,8 @@ func (s *Server) meReset(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, aiproxy.Errorf(aiproxy.ERATELIMITED, "this key was reset moments ago; try again later"))
 		return
 	}
-	name, nk, err := s.svc.ResetOwnKey(r.Context(), key)
+	// The audit log names who reset their key: source http, the client.
+	name, nk, err := s.svc.ResetOwnKey(auditContext(r), key)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

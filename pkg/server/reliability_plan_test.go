@@ -25,6 +25,11 @@ func TestPLAN1_UsageRecordedExactlyOnce(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	kinds := []string{"ok", "sse", "cut", "abort", "429"}
 	const perKind = 20
+	// A key answered 429 rests (CONTRACT section 5): each 429 goes to a
+	// provider of its own, so that every request still reaches an upstream.
+	for i := range perKind {
+		h.addProvider(fmt.Sprintf("s429-%d.test", i), "sk-upstream-429", h.upstream.URL)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan string, 200)
 	sem := make(chan struct{}, 10)
@@ -50,6 +55,9 @@ func TestPLAN1_UsageRecordedExactlyOnce(t *testing.T) {
 			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, "POST", h.proxy.URL+"/v1/chat/completions", strings.NewReader(body))
 			req.Header = relAuth(h.key, "X-Fake-Mode", mode)
+			if kind == "429" {
+				req.Header.Set("X-Host-Final", fmt.Sprintf("s429-%d.test", i/len(kinds)))
+			}
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				errs <- fmt.Sprintf("%s: %v", kind, err)

@@ -4,11 +4,15 @@
 package server
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"runtime"
 	"runtime/debug"
@@ -28,6 +32,9 @@ type Config struct {
 	// CORSOrigins, when not empty, are the only origins allowed to read
 	// proxy and /me answers; empty allows any origin ("*").
 	CORSOrigins []string
+	// Metrics, when set, answers GET /metrics for the admin token (Bearer)
+	// or a loopback client; anyone else gets the 403 of an unknown route.
+	Metrics http.Handler
 }
 
 // Server is the http.Handler of `aiproxy serve`.
@@ -97,6 +104,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// token included; no route has such a path, so it gets the 403.
 		s.forbidden(w, r)
 		return
+	case seg == "metrics" && raw == "/metrics" && s.cfg.Metrics != nil && r.Method == http.MethodGet:
+		if !s.metricsAllowed(r) {
+			s.forbidden(w, r)
+			return
+		}
+		s.cfg.Metrics.ServeHTTP(w, r)
+		return
 	case seg == "me":
 		if s.cors(w, r) {
 			return
@@ -118,6 +132,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("path", aiproxy.Clip(redactPath(r.URL.Path), aiproxy.MaxPathLen)),
 		slog.Int("status", rec.status),
 		slog.Float64("dur_ms", float64(time.Since(start).Microseconds())/1000))
+}
+
+// metricsAllowed: the admin token as a Bearer (compared in constant
+// time), or a client on the loopback network.
+func (s *Server) metricsAllowed(r *http.Request) bool {
+	if tok, ok := Bearer(r); ok && s.cfg.AccessToken != "" {
+		a, b := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.cfg.AccessToken))
+		if subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
+			return true
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // proxy hands r to the proxy with the user key it presents.
