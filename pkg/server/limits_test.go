@@ -235,3 +235,39 @@ func TestLimits_OpenAISDKRetriesOnlyRateLimits(t *testing.T) {
 		t.Errorf("upstream saw %d of bob's requests, want 2 (the held one and the retry)", n)
 	}
 }
+
+// The billing routes NextChat-style apps read answer from the caller's
+// spend limit and usage, in OpenAI's old shapes (cents for usage).
+func TestBilling_SubscriptionAndUsage(t *testing.T) {
+	h := newHarness(t, harnessOpts{limits: true})
+	setLimits(t, h, "alice", "spend", "5/month")
+	readAll(t, h.do("POST", "/v1/chat/completions", chatBody, bearer(h.key)))
+	h.flushUsage()
+	var sub struct {
+		Object       string  `json:"object"`
+		HardLimitUSD float64 `json:"hard_limit_usd"`
+		AccessUntil  int64   `json:"access_until"`
+	}
+	res := h.do("GET", "/dashboard/billing/subscription", "", bearer(h.key))
+	if err := json.Unmarshal([]byte(readAll(t, res)), &sub); err != nil || sub.Object != "billing_subscription" || sub.HardLimitUSD != 5 {
+		t.Errorf("subscription: %d %+v %v", res.StatusCode, sub, err)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	tomorrow := time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	for _, tc := range []struct {
+		query    string
+		positive bool
+	}{{"?start_date=" + today + "&end_date=" + tomorrow, true}, {"?start_date=" + today + "&end_date=" + today, false}} {
+		var u struct {
+			Object     string  `json:"object"`
+			TotalUsage float64 `json:"total_usage"`
+		}
+		res := h.do("GET", "/v1/dashboard/billing/usage"+tc.query, "", bearer(h.key))
+		if err := json.Unmarshal([]byte(readAll(t, res)), &u); err != nil || u.Object != "list" || (u.TotalUsage > 0) != tc.positive {
+			t.Errorf("usage%s: %d %+v %v", tc.query, res.StatusCode, u, err)
+		}
+	}
+	if res := h.do("GET", "/dashboard/billing/subscription", "", nil); readAll(t, res) == "" || res.StatusCode != 401 {
+		t.Errorf("no key: %d", res.StatusCode)
+	}
+}

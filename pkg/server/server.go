@@ -92,6 +92,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		raw = r.URL.Path
 	}
 	seg, _ := firstSegment(raw)
+	if which, ok := billingRoute(raw); ok && (seg == "dashboard" || seg == "v1") {
+		if s.cors(w, r) {
+			return
+		}
+		s.billing(w, r, which)
+		return
+	}
 	switch {
 	case seg == "openai" || aiproxy.IsVersion(seg):
 		if s.cors(w, r) {
