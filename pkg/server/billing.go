@@ -50,17 +50,10 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request, which string) {
 		httperr.Write(w, notAllowed(r.Method, "GET, HEAD"))
 		return
 	}
-	key, err := userKey(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	me, ok := s.caller(w, r)
+	if !ok {
 		return
 	}
-	me, err := s.svc.Me(r.Context(), key)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
 	if which == "subscription" {
 		sub := subscriptionJSON{Object: "billing_subscription", HasPaymentMethod: true}
 		if sp := me.Limits.Spend; sp != nil {

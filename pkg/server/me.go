@@ -6,23 +6,31 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 )
 
 // me answers GET /me: the caller's name, key hint, expiry and usage.
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
+	if me, ok := s.caller(w, r); ok {
+		writeJSON(w, http.StatusOK, me)
+	}
+}
+
+// caller returns the record of the user whose key r presents, for the
+// routes that answer about the caller (/me, billing); otherwise it answers
+// the error itself and reports false. The answer is not to be cached.
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) (admin.Me, bool) {
 	key, err := userKey(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+	if err == nil {
+		var me admin.Me
+		if me, err = s.svc.Me(r.Context(), key); err == nil {
+			w.Header().Set("Cache-Control", "no-store")
+			return me, true
+		}
 	}
-	me, err := s.svc.Me(r.Context(), key)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, me)
+	s.writeError(w, r, err)
+	return admin.Me{}, false
 }
 
 // meReset answers POST /me/reset: a new key for the caller, the old one
