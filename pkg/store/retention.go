@@ -13,8 +13,10 @@ import (
 // Retention is how serve bounds the usage table: rows of the days older
 // than Keep are folded into daily totals (usage_daily: per UTC day, user,
 // provider and model, keeping requests, errors, partial and unmetered
-// counts, tokens, duration and cost), then deleted. Stats reads both, so
-// its answers for a range starting at 00:00 UTC do not change.
+// counts, tokens, duration and cost), then deleted. usage_rollup, the
+// daily totals of all records that Stats reads for whole days, does not
+// change, and Stats reads usage_daily beside the rows for a --since inside
+// a day, so its answers for a range starting at 00:00 UTC do not change.
 type Retention struct {
 	// Keep is how long usage rows are kept whole; at least MinRetention.
 	Keep time.Duration
@@ -199,49 +201,4 @@ func (d *DB) usageExtras(ctx context.Context) (cost, unmetered string, err error
 		unmetered = "SUM(unmetered != 0)"
 	}
 	return cost, unmetered, rows.Err()
-}
-
-// dailyGroupExpr is groupExpr for usage_daily.
-var dailyGroupExpr = map[string]string{
-	aiproxy.ByUser:     "user_name",
-	aiproxy.ByModel:    "model",
-	aiproxy.ByProvider: "provider",
-	aiproxy.ByDay:      "strftime('%Y-%m-%d', day / 1000, 'unixepoch')",
-}
-
-// withDailyTotals adds the daily totals that retention folded to raw, a
-// stats query over usage rows whose columns are the group key, requests,
-// errors, partial, prompt, completion and total tokens, cost in
-// micro-dollars and unmetered (grouped by the key when f.By is set), with
-// its arguments. A --since inside a folded day counts that whole day: its
-// rows are gone, and the day's totals are all there is.
-func withDailyTotals(raw string, args []any, f aiproxy.StatsFilter) (string, []any) {
-	key := "''"
-	if f.By != "" {
-		key = dailyGroupExpr[f.By]
-	}
-	var where []string
-	if f.User != "" {
-		where = append(where, "user_name = ?")
-		args = append(args, f.User)
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "day >= ?")
-		args = append(args, ms(floorDay(f.Since)))
-	}
-	daily := "SELECT " + key + ` AS k, COALESCE(SUM(requests), 0), COALESCE(SUM(errors), 0), COALESCE(SUM(partial), 0),
-		COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0),
-		SUM(cost_micro_usd), COALESCE(SUM(unmetered), 0) FROM usage_daily`
-	if len(where) > 0 {
-		daily += " WHERE " + strings.Join(where, " AND ")
-	}
-	q := "WITH t(k, n, e, p, pt, ct, tt, cost, unm) AS (" + raw + " UNION ALL " + daily
-	if f.By != "" {
-		q += " GROUP BY k"
-	}
-	q += ") SELECT k, SUM(n), SUM(e), SUM(p), SUM(pt), SUM(ct), SUM(tt), SUM(cost), SUM(unm) FROM t"
-	if f.By != "" {
-		q += " GROUP BY k ORDER BY k"
-	}
-	return q, args
 }
