@@ -30,6 +30,12 @@ func NewBaseline(upstream *url.URL, errLog *log.Logger) http.Handler {
 	return newBaseline(upstream, errLog, BaselineTransport())
 }
 
+// NewBaselineTransport is NewBaseline with another transport
+// (BaselineTransportH2).
+func NewBaselineTransport(upstream *url.URL, errLog *log.Logger, tr http.RoundTripper) http.Handler {
+	return newBaseline(upstream, errLog, tr)
+}
+
 // BaselineTransport is the baseline's upstream transport:
 // http.DefaultTransport with 100 idle connections per host, HTTP/1.1 only.
 func BaselineTransport() *http.Transport {
@@ -44,6 +50,16 @@ func BaselineTransport() *http.Transport {
 	tr.Protocols.SetHTTP1(true)
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.TLSClientConfig = &tls.Config{}
+	return tr
+}
+
+// BaselineTransportH2 is BaselineTransport that negotiates HTTP/2 with
+// an HTTPS upstream that offers it (aiproxy-bench -baseline-h2), to compare
+// with aiproxy's serve --upstream-http2 on the same protocol.
+func BaselineTransportH2() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 100
+	tr.MaxIdleConns = 1000
 	return tr
 }
 

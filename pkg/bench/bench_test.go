@@ -94,7 +94,8 @@ func TestRun_Tiny(t *testing.T) {
 		t.Fatalf("Run() error = %v", err)
 	}
 	rep := NewReport(res)
-	rep.AddMicro(ParseBenchOutput("BenchmarkAuthenticate/users=10/hot-2 \t 1000 \t 1200 ns/op \t 0 B/op \t 0 allocs/op\n"))
+	rep.AddMicro(ParseBenchOutput("BenchmarkAuthenticate/users=10/hot-2 \t 1000 \t 1200 ns/op \t 0 B/op \t 0 allocs/op\n" +
+		"BenchmarkAuthenticate/users=1000000/hot-2 \t 1000 \t 1300 ns/op \t 0 B/op \t 0 allocs/op\n"))
 	for _, tr := range rep.Targets {
 		if tr.Errors != 0 {
 			t.Errorf("%s: %d errors: rates %+v, closed %+v, streams %+v, concurrent %+v", tr.Name, tr.Errors, tr.Rates, tr.Closed, tr.Stream, tr.Mass)
@@ -107,7 +108,7 @@ func TestRun_Tiny(t *testing.T) {
 		}
 	}
 	md := rep.Markdown()
-	for _, want := range []string{"| | direct | baseline | aiproxy |", "added** p50 / p90 / p99 at 40 req/s", "key authentication, users=10/hot"} {
+	for _, want := range []string{"| | direct | baseline | aiproxy |", "added** p50 / p90 / p99 at 40 req/s", "key authentication flat from 10 to 1,000,000 users (slowest / fastest) | 1.08 ×"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown() lacks %q:\n%s", want, md)
 		}

@@ -281,7 +281,7 @@ func (r *Report) AddMicro(m []MicroResult) {
 	r.checks()
 }
 
-// checks compares aiproxy with the baseline as the issue asks.
+// checks compares aiproxy with the baseline against issue 10's targets.
 func (r *Report) checks() {
 	r.Checks = nil
 	a, b := r.byName["aiproxy"], r.byName["baseline"]
@@ -301,7 +301,7 @@ func (r *Report) checks() {
 				break
 			}
 			br := b.Rates[i]
-			ratio(fmt.Sprintf("added p50 latency at %d requests/s", ar.Rate), "≤ 1.00", 1.0, ar.AddedP50, br.AddedP50)
+			ratio(fmt.Sprintf("added p50 latency at %d requests/s", ar.Rate), "≤ 1.15", 1.15, ar.AddedP50, br.AddedP50)
 			ratio(fmt.Sprintf("added p99 latency at %d requests/s", ar.Rate), "≤ 1.25", 1.25, ar.AddedP99, br.AddedP99)
 		}
 		var acpu, bcpu []float64
@@ -314,10 +314,10 @@ func (r *Report) checks() {
 			}
 		}
 		if len(acpu) > 0 && len(bcpu) > 0 {
-			ratio("proxy CPU per request (open-loop runs)", "≤ 1.10", 1.10, ptr(median(acpu)), ptr(median(bcpu)))
+			ratio("proxy CPU per request (open-loop runs)", "≤ 1.15", 1.15, ptr(median(acpu)), ptr(median(bcpu)))
 		}
 		if a.Stream != nil && b.Stream != nil {
-			ratio("stream time to first event added, p50", "≤ 1.00", 1.0, a.Stream.AddedTTFEP50, b.Stream.AddedTTFEP50)
+			ratio("stream time to first event added, p50", "≤ 1.15", 1.15, a.Stream.AddedTTFEP50, b.Stream.AddedTTFEP50)
 			r.Checks = append(r.Checks, Check{Name: "stream events held back", Value: float64(a.Stream.HeldBack),
 				Limit: "0", Unit: "events", Pass: a.Stream.HeldBack == 0 && a.Stream.Errors == 0})
 		}
@@ -327,20 +327,14 @@ func (r *Report) checks() {
 			Check{Name: fmt.Sprintf("%d concurrent streams: errors", a.Mass.Streams), Value: float64(a.Mass.Errors + a.Mass.Streams - a.Mass.Opened),
 				Limit: "0", Unit: "streams", Pass: a.Mass.Errors == 0 && a.Mass.Opened == a.Mass.Streams},
 			Check{Name: fmt.Sprintf("%d concurrent streams: RSS per open stream", a.Mass.Streams), Value: a.Mass.PerStreamKiB,
-				Limit: "≤ 48", Unit: "KiB", Pass: a.Mass.PerStreamKiB <= 48})
+				Limit: "≤ 64", Unit: "KiB", Pass: a.Mass.PerStreamKiB <= 64})
 	}
+	// Key lookup: its absolute time is no longer a target, only that it
+	// stays flat (indexed) from 10 to 1,000,000 users.
 	var auth []MicroResult
 	for _, m := range r.Micro {
-		switch {
-		case strings.HasPrefix(m.Name, "BenchmarkAuthenticate/") && strings.Contains(m.Name, "/hot"):
-			if strings.HasSuffix(m.Name, "/hot") {
-				auth = append(auth, m) // the same hot keys at every table size
-			}
-			r.Checks = append(r.Checks, Check{Name: "key authentication, " + strings.TrimPrefix(m.Name, "BenchmarkAuthenticate/"),
-				Value: math.Round(m.NsPerOp/10) / 100, Limit: "≤ 5", Unit: "µs", Pass: m.NsPerOp <= 5000})
-		case strings.HasPrefix(m.Name, "BenchmarkStreamScanner/") && m.MBPerS > 0:
-			r.Checks = append(r.Checks, Check{Name: "SSE usage scanner, " + strings.TrimPrefix(m.Name, "BenchmarkStreamScanner/"),
-				Value: m.MBPerS, Limit: "≥ 500", Unit: "MB/s", Pass: m.MBPerS >= 500})
+		if strings.HasPrefix(m.Name, "BenchmarkAuthenticate/") && strings.HasSuffix(m.Name, "/hot") {
+			auth = append(auth, m) // the same hot keys at every table size
 		}
 	}
 	if len(auth) >= 2 {

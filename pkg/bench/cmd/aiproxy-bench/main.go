@@ -16,11 +16,14 @@
 // -upstream https puts the mock behind TLS for the proxies (a self-signed
 // certificate for 127.0.0.2, generated at start and trusted by aiproxy and
 // the baseline through SSL_CERT_FILE); the direct target stays plain HTTP.
+// -serve-arg (repeatable) passes a flag to aiproxy serve, e.g.
+// -serve-arg=--upstream-http2; -baseline-h2 lets the baseline negotiate
+// HTTP/2 too.
 //
 // The same binary is the mock, the baseline and a profiling aiproxy:
 //
 //	aiproxy-bench mock -listen ADDR [-latency D] [-tls-listen ADDR -tls-cert F -tls-key F [-h2=false]]
-//	aiproxy-bench baseline -listen ADDR -upstream URL [-cpuprofile F] [-memprofile F] [-pprof ADDR]
+//	aiproxy-bench baseline -listen ADDR -upstream URL [-h2] [-cpuprofile F] [-memprofile F] [-pprof ADDR]
 //	aiproxy-bench aiproxy [-cpuprofile F] [-memprofile F] [-pprof ADDR] -- AIPROXY-ARGS...
 package main
 
@@ -177,6 +180,7 @@ func runBaseline(args []string) int {
 	cpu := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	mem := fs.String("memprofile", "", "write an allocation profile to this file at exit")
 	pp := fs.String("pprof", "", "serve net/http/pprof and expvar (memstats) on this address")
+	h2 := fs.Bool("h2", false, "negotiate HTTP/2 with an HTTPS upstream that offers it (default HTTP/1.1 only)")
 	fs.Parse(args)
 	servePprof(*pp)
 	u, err := url.Parse(*upstream)
@@ -189,7 +193,11 @@ func runBaseline(args []string) int {
 		fmt.Fprintln(os.Stderr, "baseline:", err)
 		return 1
 	}
-	err = serve(*listen, bench.NewBaseline(u, log.New(os.Stderr, "", log.LstdFlags)))
+	tr := bench.BaselineTransport()
+	if *h2 {
+		tr = bench.BaselineTransportH2()
+	}
+	err = serve(*listen, bench.NewBaselineTransport(u, log.New(os.Stderr, "", log.LstdFlags), tr))
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baseline:", err)
@@ -268,6 +276,10 @@ type suite struct {
 	logw    io.Writer
 	tls     bool // -upstream https
 	h2      bool // -upstream-h2
+	// serveArgs are added to aiproxy serve's command line (-serve-arg);
+	// baseH2 lets the baseline negotiate HTTP/2 (-baseline-h2).
+	serveArgs []string
+	baseH2    bool
 	// upstream is the base URL the proxies reach the mock at (the TLS
 	// listener with -upstream https), upHost its host:port (aiproxy's
 	// provider), upEnv the environment that makes the proxies trust it.
@@ -316,6 +328,9 @@ func runSuite(args []string) int {
 	nice := fs.Int("nice", -10, "scheduling priority of the benchmark and its servers (negative needs root; 0 leaves it), so that other work on the machine disturbs the figures less")
 	upScheme := fs.String("upstream", "http", `how the proxies reach the mock: "http", or "https" (self-signed certificate for 127.0.0.2, trusted through SSL_CERT_FILE; the direct target stays plain HTTP)`)
 	upH2 := fs.Bool("upstream-h2", true, "with -upstream https: the mock offers HTTP/2 (ALPN h2) as well as HTTP/1.1, as providers do; the baseline speaks HTTP/1.1 either way")
+	var serveArgs stringList
+	fs.Var(&serveArgs, "serve-arg", "an extra argument for aiproxy serve, e.g. -serve-arg=--upstream-http2 (repeatable)")
+	baseH2 := fs.Bool("baseline-h2", false, "with -upstream https: the baseline negotiates HTTP/2 when offered, instead of HTTP/1.1 with its pool")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -351,7 +366,7 @@ func runSuite(args []string) int {
 
 	ctx, stop := signalContext()
 	defer stop()
-	s := &suite{ctx: ctx, out: *out, logw: os.Stderr, tls: *upScheme == "https", h2: *upH2}
+	s := &suite{ctx: ctx, out: *out, logw: os.Stderr, tls: *upScheme == "https", h2: *upH2, serveArgs: serveArgs, baseH2: *baseH2}
 	defer s.stopAll()
 	rep, err := s.run(cfg, *quick, *profile, *micro, *nginx, *bin, *latency, *keep, *nice)
 	if rep != nil {
@@ -433,7 +448,7 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	targets := []bench.Target{{Name: "direct", URL: "http://" + mockAddr, PIDs: pids(mock)}}
 
 	baseAddr, _ := bench.FreeAddr("127.0.0.3")
-	base, err := s.startEnv("baseline", s.upEnv, s.self, "baseline", "-listen", baseAddr, "-upstream", s.upstream)
+	base, err := s.startEnv("baseline", s.upEnv, s.baselineArgv(baseAddr)...)
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +463,7 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 		return nil, err
 	}
 	aiAddr, _ := bench.FreeAddr("127.0.0.4")
-	ai, err := s.startEnv("aiproxy", s.upEnv, s.aiproxy, "--db", db, "serve", "--listen", aiAddr, "--default-provider", s.upHost, "--shutdown-grace", "2s")
+	ai, err := s.startEnv("aiproxy", s.upEnv, append([]string{s.aiproxy, "--db", db, "serve", "--listen", aiAddr, "--default-provider", s.upHost, "--shutdown-grace", "2s"}, s.serveArgs...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -481,12 +496,14 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	rep.Host = hostInfo(quick, latency, bin)
 	rep.Host["nice"] = nice
 	rep.Host["upstream"] = strings.SplitN(s.upstream, ":", 2)[0]
+	rep.Host["serve_args"] = s.serveArgs
+	rep.Host["baseline_h2"] = s.baseH2
 	if s.tls {
 		rep.Host["upstream_h2_offered"] = s.h2
 		if counts, err := upstreamProtocols(mockAddr); err == nil {
 			rep.Host["upstream_protocols"] = counts
-			notes = append(notes, fmt.Sprintf("upstream over TLS (HTTP/2 offered: %v); requests the mock answered over TLS: %d over HTTP/1.1, %d over HTTP/2 (the baseline speaks HTTP/1.1 only)",
-				s.h2, counts["HTTP/1.1"], counts["HTTP/2.0"]))
+			notes = append(notes, fmt.Sprintf("upstream over TLS (HTTP/2 offered: %v); requests the mock answered over TLS: %d over HTTP/1.1, %d over HTTP/2 (extra serve arguments %q; baseline may negotiate HTTP/2: %v)",
+				s.h2, counts["HTTP/1.1"], counts["HTTP/2.0"], s.serveArgs, s.baseH2))
 		} else {
 			s.logf("upstream protocols: %v", err)
 		}
@@ -530,6 +547,21 @@ func upstreamProtocols(mockAddr string) (map[string]int64, error) {
 	}
 	return m, nil
 }
+
+// baselineArgv is the baseline's command line on addr.
+func (s *suite) baselineArgv(addr string) []string {
+	argv := []string{s.self, "baseline", "-listen", addr, "-upstream", s.upstream}
+	if s.baseH2 {
+		argv = append(argv, "-h2")
+	}
+	return argv
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func pids(p *bench.Proc) func() []int {
 	return func() []int { return []int{p.PID()} }
@@ -621,10 +653,15 @@ func (s *suite) startNginx(bin, mockAddr string) (bench.Target, error) {
 var microBenchmarks = []struct{ pkg, pattern string }{
 	{"./pkg/store", "BenchmarkAuthenticate"},
 	{"./pkg/proxy", "BenchmarkProviderSelection|BenchmarkServe"},
-	{"./pkg/openai", "BenchmarkStreamScanner"},
+	{"./pkg/bench", "BenchmarkBaselineServe"},
+	{"./pkg/openai", "BenchmarkStreamScanner|BenchmarkInspectRequest"},
 	{"./pkg/usage", "BenchmarkRecorder"},
-	{"./pkg/upstream", "BenchmarkRoundTrip"},
 	{"./pkg/logbuf", "BenchmarkWrite"},
+	{"./pkg/limits", "BenchmarkReserveSettle"},
+	{"./pkg/metrics", "BenchmarkRequestDone"},
+	{"./pkg/seal", "BenchmarkOpen"},
+	{"./pkg/models", "BenchmarkList_TenProvidersCached"},
+	{"./pkg/server", "BenchmarkUnauthenticated"},
 }
 
 func (s *suite) micro(quick bool) ([]bench.MicroResult, error) {
@@ -670,11 +707,11 @@ func (s *suite) profile(quick bool, db string, keys []string) error {
 		var argv []string
 		var ready string
 		if name == "aiproxy" {
-			argv = []string{s.self, "aiproxy", "-cpuprofile", cpu, "-memprofile", mem, "--",
-				"--db", db, "serve", "--listen", addr, "--default-provider", s.upHost, "--shutdown-grace", "2s"}
+			argv = append([]string{s.self, "aiproxy", "-cpuprofile", cpu, "-memprofile", mem, "--",
+				"--db", db, "serve", "--listen", addr, "--default-provider", s.upHost, "--shutdown-grace", "2s"}, s.serveArgs...)
 			ready = "http://" + addr + "/healthz"
 		} else {
-			argv = []string{s.self, "baseline", "-cpuprofile", cpu, "-memprofile", mem, "-listen", addr, "-upstream", s.upstream}
+			argv = append(s.baselineArgv(addr), "-cpuprofile", cpu, "-memprofile", mem)
 			ready = addr
 		}
 		p, err := s.startEnv(name+"-profiled", s.upEnv, argv...)
