@@ -52,6 +52,7 @@ func BenchmarkList_TenProvidersCached(b *testing.B) {
 	c := New(src, nil, nil, WithInterval(time.Hour), WithFirstWait(time.Millisecond))
 	defer c.Close()
 	ctx := context.Background()
+	c.List(ctx, nil) // starts the refresher, which is lazy
 	for i := range 9 {
 		for deadline := time.Now().Add(20 * time.Second); !c.firstFetchEnded(provs[i].Host); {
 			if time.Now().After(deadline) {
