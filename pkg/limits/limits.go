@@ -116,9 +116,14 @@ func New(ctx context.Context, src Source, now func() time.Time, opts ...Option) 
 type Request struct {
 	UserID int64
 	// Model is the model as the user named it ("" for a request that names
-	// none, such as GET /v1/models: it counts towards --rpm and
-	// --concurrent only).
+	// none, such as GET /v1/models: unless Metered, it counts towards
+	// --rpm and --concurrent only).
 	Model string
+	// Metered says the request can spend tokens even though it names no
+	// model (a JSON POST: a server whose model is optional, a batch): it is
+	// reserved the default and charged like any other, so that leaving
+	// "model" out is no way around a budget.
+	Metered bool
 	// PromptTokens is the prompt's size estimated from the body.
 	PromptTokens int64
 	// MaxOutputTokens is max_tokens, max_completion_tokens or
@@ -456,8 +461,11 @@ func (u *user) reserve(l *Limiter, req Request, now time.Time) (*Reservation, er
 	if lim.Empty() {
 		return nil, nil
 	}
-	metered := req.Model != ""
+	metered := req.Metered || req.Model != ""
 	if metered && !lim.ModelAllowed(req.Model) {
+		if req.Model == "" {
+			return nil, &Refusal{err: aiproxy.Errorf(aiproxy.EMODEL, "this key may use only some models: name one in the request's \"model\"")}
+		}
 		return nil, &Refusal{err: aiproxy.Errorf(aiproxy.EMODEL, "model %q is not allowed for this key", req.Model)}
 	}
 	var needTok, needUSD int64
@@ -470,6 +478,9 @@ func (u *user) reserve(l *Limiter, req Request, now time.Time) (*Reservation, er
 		needTok = prompt + out
 		if req.Price != nil {
 			needUSD = microUSD(req.Price.Cost(prompt, 0, out))
+		} else if lim.Spend != nil && req.Model == "" {
+			return nil, &Refusal{err: aiproxy.Errorf(aiproxy.ENOTPRICED,
+				"this key has a spend limit and the request names no model, so it cannot be priced: name a priced model (aiproxy price set MODEL --input USD --output USD)")}
 		} else if lim.Spend != nil {
 			return nil, &Refusal{err: aiproxy.Errorf(aiproxy.ENOTPRICED,
 				"model %q has no price and this key has a spend limit: the admin can price it with aiproxy price set %s --input USD --output USD",

@@ -27,8 +27,9 @@ const defaultRest = 60 * time.Second
 // shows them. It is called off the request path.
 type KeyStates interface {
 	// RestKey marks the provider key with id resting until until, or
-	// rejected (until an admin touches the provider) when until is zero.
-	RestKey(ctx context.Context, id int64, until time.Time) error
+	// rejected (until an admin touches the provider) when until is zero,
+	// unless the provider was touched since version.
+	RestKey(ctx context.Context, id, version int64, until time.Time) error
 }
 
 // restState is the in-memory state of one resting or rejected key.
@@ -143,7 +144,7 @@ func (kp *keyPool) rest(prov aiproxy.Provider, key string, res *http.Response) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				_ = kp.store.RestKey(ctx, id, until) // a failure only loses the state for other processes
+				_ = kp.store.RestKey(ctx, id, prov.Version, until) // a failure only loses the state for other processes
 			}()
 		}
 	}
@@ -177,8 +178,6 @@ type poolTransport struct {
 	pool *keyPool
 }
 
-var errNoKey = errors.New("no usable key")
-
 func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	x := exchangeOf(req)
 	for i, key := range x.keys {
@@ -186,7 +185,6 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// A new request for the new key: the transport may still hold
 			// the one it answered.
 			req = req.Clone(req.Context())
-			req.Header = req.Header.Clone()
 			req.Body = io.NopCloser(bytes.NewReader(x.body))
 		}
 		x.key = key
@@ -195,7 +193,9 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil || !refusedKey(res.StatusCode) {
 			return res, err
 		}
-		t.pool.rest(x.prov, key, res)
+		if res.StatusCode == http.StatusTooManyRequests || t.keyRefused(req.Context(), x.prov, key) {
+			t.pool.rest(x.prov, key, res)
+		}
 		if i == len(x.keys)-1 || x.reqBody != nil {
 			return res, nil // the last key, or a body that streamed through
 		}
@@ -203,5 +203,28 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_, _ = io.CopyN(io.Discard, res.Body, 64<<10)
 		res.Body.Close()
 	}
-	return nil, errNoKey
+	return nil, errors.New("no usable provider key") // prepare never lets x.keys be empty
+}
+
+// keyRefused tells a key the provider refuses from a request it refuses
+// (a model or an endpoint the account may not use, OpenAI's "insufficient
+// permissions"): a 401 or 403 rejects the key only when the provider's
+// model list, asked with that key, is refused too. Otherwise any user could
+// take every key out of service with one request the provider forbids.
+func (t *poolTransport) keyRefused(ctx context.Context, prov aiproxy.Provider, key string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, prov.APIURL("/models"), nil)
+	if err != nil {
+		return false
+	}
+	prov.PinHeaders(req.Header)
+	prov.SetAuth(req.Header, key)
+	res, err := t.next.RoundTrip(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.CopyN(io.Discard, res.Body, 64<<10)
+	res.Body.Close()
+	return res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden
 }

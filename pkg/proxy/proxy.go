@@ -372,14 +372,15 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 		return false, err
 	}
 	x.key = x.keys[0]
-	return false, p.reserve(r.Context(), w, x, info)
+	return false, p.reserve(r, w, x, info)
 }
 
 // reserve prices the request and, for a limited user, reserves the most it
 // can cost (CONTRACT section 5): the prompt estimated from the body (four
 // bytes a token) plus the output it asks for at most. A refusal carries
 // its own headers; an accepted limited request carries x-ratelimit-*.
-func (p *Proxy) reserve(ctx context.Context, w http.ResponseWriter, x *exchange, info openai.RequestInfo) error {
+func (p *Proxy) reserve(r *http.Request, w http.ResponseWriter, x *exchange, info openai.RequestInfo) error {
+	ctx := r.Context()
 	if p.cfg.Prices != nil {
 		if err := p.cfg.Prices.Sync(ctx); err != nil {
 			p.log.Warn("prices: reload failed, keeping the last ones", "err", err)
@@ -394,6 +395,8 @@ func (p *Proxy) reserve(ctx context.Context, w http.ResponseWriter, x *exchange,
 	res, err := p.cfg.Limits.Reserve(limits.Request{
 		UserID:          x.user.ID,
 		Model:           x.asked,
+		// A JSON POST can spend tokens whether or not it names a model.
+		Metered:         x.metered || x.body != nil && r.Method == http.MethodPost,
 		PromptTokens:    int64(len(x.body)) / 4,
 		MaxOutputTokens: info.MaxTokens,
 		Price:           x.price,

@@ -43,13 +43,20 @@ func (p *Proxy) finish(r *http.Request, x *exchange) {
 		c := x.price.Cost(*x.tokens.PromptTokens, deref(x.tokens.CachedTokens), deref(x.tokens.CompletionTokens))
 		cost = &c
 	}
-	// An upstream error status, or aiproxy's own refusal, gives the
-	// reservation back; anything else is charged its usage, or the
-	// reservation when the usage could not be read (budgets fail closed).
+	// aiproxy's own refusal, or an upstream error status, gives the
+	// reservation back. A request that went upstream and ended early (the
+	// upstream broke off, or the client left, before or during the answer)
+	// is charged its reservation: the provider may bill it whole, and usage
+	// seen so far (Anthropic's message_start) understates it. Anything else
+	// is charged its usage, or the reservation when none could be read:
+	// budgets fail closed.
 	var charged aiproxy.Charged
-	if x.failed || x.status >= 400 || !x.recorded {
+	switch {
+	case x.failed || !x.recorded || x.status >= 400 && x.status != statusClientLeft:
 		x.res.Release()
-	} else {
+	case partial:
+		charged = x.res.Settle(nil, nil, nil, nil)
+	default:
 		charged = x.res.Settle(x.tokens.PromptTokens, x.tokens.CompletionTokens, x.tokens.CachedTokens, cost)
 	}
 	p.logExchange(r, x, dur, partial)

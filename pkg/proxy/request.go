@@ -150,7 +150,7 @@ func (p *Proxy) readBody(r *http.Request, x *exchange) (openai.RequestInfo, erro
 	if r.Body == nil || r.Body == http.NoBody {
 		return openai.RequestInfo{}, nil
 	}
-	body := &clientBody{r: http.MaxBytesReader(nil, r.Body, p.cfg.MaxBody), c: r.Body, rc: x.rc, timeout: p.cfg.BodyTimeout}
+	body := newClientBody(r.Body, p.cfg.MaxBody, x.rc, p.cfg.BodyTimeout)
 	if ct := r.Header.Get("Content-Type"); !x.metered && !isJSON(ct) {
 		x.reqBody = body
 		if model, ok := p.formModel(x, ct); ok {
@@ -165,7 +165,6 @@ func (p *Proxy) readBody(r *http.Request, x *exchange) (openai.RequestInfo, erro
 		}
 		return openai.RequestInfo{}, aiproxy.Errorf(aiproxy.EINVALID, "could not read the request body")
 	}
-	body.done()
 	x.body = buf
 	info := openai.InspectRequest(buf)
 	if x.metered && info.Problem != "" {
@@ -191,6 +190,7 @@ func (p *Proxy) formModel(x *exchange, ct string) (string, bool) {
 	head := make([]byte, formPeek)
 	n, err := io.ReadFull(x.reqBody, head) // each read under the body timeout
 	head = head[:n]
+	x.reqBody.err = nil // what ended the peek is replayed after head
 	x.reqBody.r = io.MultiReader(bytes.NewReader(head), errReader{err}, x.reqBody.r)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		x.reqBody.r = bytes.NewReader(head) // the whole body
@@ -273,16 +273,25 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // that a failed round trip can be blamed on the client (400) rather than
 // the upstream (502). The transport reads it on its own goroutine.
 type clientBody struct {
-	r       io.Reader
+	r       io.Reader // what is sent: the body (a peeked start first, see formModel)
 	c       io.Closer
 	rc      *http.ResponseController
 	timeout time.Duration
+	drained bool // the client's body has ended: the read deadline is net/http's again
 	mu      sync.Mutex
 	err     error
 }
 
+func newClientBody(body io.ReadCloser, limit int64, rc *http.ResponseController, timeout time.Duration) *clientBody {
+	b := &clientBody{c: body, rc: rc, timeout: timeout}
+	b.r = http.MaxBytesReader(nil, io.NopCloser(endWatch{body, b}), limit)
+	return b
+}
+
 func (b *clientBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	if !b.drained {
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	}
 	n, err := b.r.Read(p)
 	if err != nil {
 		b.mu.Lock()
@@ -294,10 +303,25 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *clientBody) Close() error { return b.c.Close() }
+// endWatch notes the end of the client's body and clears the read
+// deadline then: net/http reads ahead on the connection from there on (for
+// the next request, or to see the client leave), and a deadline left over
+// would end the request as if the client had gone.
+type endWatch struct {
+	r io.Reader
+	b *clientBody
+}
 
-// done clears the read deadline once the body has been read.
-func (b *clientBody) done() { _ = b.rc.SetReadDeadline(time.Time{}) }
+func (e endWatch) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF && !e.b.drained {
+		e.b.drained = true
+		_ = e.b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.c.Close() }
 
 // failed reports whether the body ended in an error of its own.
 func (b *clientBody) failed() bool {

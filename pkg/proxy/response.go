@@ -20,6 +20,10 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/scrub"
 )
 
+// statusClientLeft is the status recorded for a request whose client left
+// before the answer began (nginx's 499).
+const statusClientLeft = 499
+
 // errEncoding refuses an answer whose encoding aiproxy cannot read.
 var errEncoding = errors.New("the provider answered with a content encoding aiproxy does not read")
 
@@ -132,15 +136,14 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	case x.status == 0 && errors.Is(context.Cause(r.Context()), context.Canceled) && !errors.Is(err, errEncoding):
 		// The client left, or shutdown ended the request: there is no
 		// answer, and an empty 200 must not stand in for one.
-		x.status = 499
+		x.status = statusClientLeft
 		p.finish(r, x)
 		panic(http.ErrAbortHandler)
 	case errors.Is(err, errEncoding):
 		p.fail(w, r, x, aiproxy.Errorf(aiproxy.EUPSTREAM, "%s", errEncoding.Error()))
 	case errors.As(err, &oe) && oe.Op == "dial":
 		p.fail(w, r, x, aiproxy.Errorf(aiproxy.EUPSTREAM, "could not connect to the provider"))
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() ||
-		strings.Contains(err.Error(), "timeout awaiting response headers"):
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		p.fail(w, r, x, aiproxy.Errorf(aiproxy.ETIMEOUT, "the provider did not answer in time"))
 	default:
 		p.fail(w, r, x, aiproxy.Errorf(aiproxy.EUPSTREAM, "the provider could not be reached"))

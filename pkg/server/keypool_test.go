@@ -8,12 +8,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // keyedUpstream answers each provider key with the status in statuses (200
-// with a completion when absent) and records the keys it saw, in order.
+// with a completion when absent) and records the keys it saw, in order,
+// except on aiproxy's model-list probes (GET /v1/models), which it answers
+// the same way but does not record.
 type keyedUpstream struct {
 	mu       sync.Mutex
 	seen     []string
@@ -24,7 +27,9 @@ func (u *keyedUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, r.Body)
 	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	u.mu.Lock()
-	u.seen = append(u.seen, key)
+	if r.URL.Path != "/v1/models" {
+		u.seen = append(u.seen, key)
+	}
 	code := u.statuses[key]
 	u.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
@@ -204,5 +209,35 @@ func TestKeyPool_StatesStoredAndResetByTouch(t *testing.T) {
 	readAll(t, poolDo(h, chatBody))
 	if seen := up.take(); len(seen) == 0 {
 		t.Error("after a touch the keys were not tried again")
+	}
+}
+
+// A 401 or 403 that the provider's model list does not confirm is about the
+// request (a model or endpoint the account may not use), not the key: the
+// key stays in service, so that no user can take every key out with one
+// forbidden request.
+func TestKeyPool_ForbiddenRequestDoesNotRejectKeys(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	var models atomic.Int32
+	srv := upstreamFunc(t, h, "perm.example", "sk-pool-perm-key-0001", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/models" {
+			models.Add(1)
+			io.WriteString(w, `{"data":[]}`)
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"error":{"message":"You are not allowed to sample from this model","type":"invalid_request_error","code":null}}`)
+	})
+	h.addProvider("perm.example", "sk-pool-perm-key-0002", srv.URL)
+	hdr := bearer(h.key)
+	hdr["X-Host-Final"] = "perm.example"
+	for range 3 {
+		res := h.do("POST", "/v1/chat/completions", chatBody, hdr)
+		if readAll(t, res); res.StatusCode != 403 {
+			t.Fatalf("status %d, want the upstream's 403 each time", res.StatusCode)
+		}
+	}
+	if models.Load() == 0 {
+		t.Error("the keys were never checked against the model list")
 	}
 }

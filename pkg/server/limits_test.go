@@ -17,6 +17,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/aiproxy/aiproxy/pkg/admin"
+	"github.com/aiproxy/aiproxy/pkg/proxy"
 )
 
 func setLimits(t *testing.T, h *harness, name string, kv ...string) {
@@ -270,4 +271,75 @@ func TestBilling_SubscriptionAndUsage(t *testing.T) {
 	if res := h.do("GET", "/dashboard/billing/subscription", "", nil); readAll(t, res) == "" || res.StatusCode != 401 {
 		t.Errorf("no key: %d", res.StatusCode)
 	}
+}
+
+// Leaving "model" out is no way around a budget: a JSON POST without one
+// is reserved the default and charged like any other.
+func TestLimits_NoModelStillCharged(t *testing.T) {
+	h := newHarness(t, harnessOpts{limits: true, proxy: proxy.Config{}})
+	setLimits(t, h, "alice", "tokens", "5000/day")
+	body := `{"messages":[{"role":"user","content":"hi"}]}`
+	var ok int
+	for range 10 {
+		res := h.do("POST", "/v1/chat/completions", body, bearer(h.key))
+		readAll(t, res)
+		h.inflight.Wait()
+		if res.StatusCode == 200 {
+			ok++
+		}
+	}
+	// Each request reserves the default 4096 output tokens: one fits in 5000
+	// at a time, and each is charged its usage (18 tokens) after.
+	h.flushUsage()
+	charged := chargedTokens(t, h)
+	if ok == 0 || charged != int64(ok)*18 {
+		t.Errorf("%d requests let through, %d tokens charged; want each charged 18", ok, charged)
+	}
+}
+
+// A request that went upstream and was cut short — the client leaving
+// before the answer began, or during a stream — is charged its
+// reservation, not released: the provider may bill it whole.
+func TestLimits_ClientLeavingIsCharged(t *testing.T) {
+	h := newHarness(t, harnessOpts{limits: true})
+	up := &heldUpstream{release: make(chan struct{})}
+	upstreamFunc(t, h, "held.example", "sk-upstream-held-000001", up.ServeHTTP)
+	setLimits(t, h, "alice", "tokens", "100000/day")
+	body := `{"model":"gpt-4o-mini","max_tokens":1000,"messages":[]}`
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.proxy.URL+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	req.Header.Set("X-Host-Final", "held.example")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	for up.arrived.Load() == 0 {
+		time.Sleep(time.Millisecond) // polling: the request is at the upstream
+	}
+	cancel()
+	<-done
+	close(up.release)
+	h.flushUsage()
+	charged := chargedTokens(t, h)
+	if want := int64(len(body)/4 + 1000); charged != want {
+		t.Errorf("charged %d tokens for a request the client left, want its reservation %d", charged, want)
+	}
+}
+
+// chargedTokens is what every user was charged against token budgets today.
+func chargedTokens(t *testing.T, h *harness) int64 {
+	t.Helper()
+	m, err := h.db.ChargedSince(context.Background(), time.Now().Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, c := range m {
+		n += c.Tokens
+	}
+	return n
 }

@@ -124,7 +124,7 @@ func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (
 	}
 	q := `SELECT user_id, COALESCE(SUM(COALESCE(charged_tokens, total_tokens, 0)), 0) AS t,
 			COALESCE(SUM(COALESCE(charged_micro_usd, cost_micro_usd, 0)), 0) AS c
-		FROM usage WHERE ts >= ? AND status < 400` + where + ` GROUP BY user_id`
+		FROM usage WHERE ts >= ? AND (status < 400 OR charged_tokens IS NOT NULL OR charged_micro_usd IS NOT NULL)` + where + ` GROUP BY user_id`
 	daily, err := d.hasTable(ctx, "usage_daily")
 	if err != nil {
 		return nil, err
@@ -136,7 +136,7 @@ func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (
 		// days older than the retention, which only a total budget reaches.
 		q = `SELECT user_id, SUM(t), SUM(c) FROM (` + q + ` UNION ALL
 			SELECT user_id, COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost_micro_usd), 0)
-			FROM usage_daily WHERE day >= ?` + where + ` GROUP BY user_id) GROUP BY user_id`
+			FROM usage_daily WHERE day >= ?` + where + ` GROUP BY user_id) AS s GROUP BY user_id`
 		args = append(args, args...)
 	}
 	rows, err := d.sql.QueryContext(ctx, q, args...)
@@ -159,8 +159,12 @@ func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (
 // hasTable reports whether the schema has table name: usage_daily comes
 // with a migration that may be missing from an older schema.
 func (d *DB) hasTable(ctx context.Context, name string) (bool, error) {
+	q := "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?"
+	if d.pg {
+		q = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+	}
 	var n int
-	err := d.sql.QueryRowContext(ctx, "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?", name).Scan(&n)
+	err := d.sql.QueryRowContext(ctx, q, name).Scan(&n)
 	return n > 0, dbError(err)
 }
 

@@ -289,14 +289,18 @@ func keyState(id int64, hint, state string, until sql.NullInt64) aiproxy.KeyStat
 
 // RestKey records that the upstream refused the provider key with id: it
 // rests until until, or, with a zero until, is rejected until an admin
-// touches its provider (migration 0008). Not a touch itself.
-func (d *DB) RestKey(ctx context.Context, id int64, until time.Time) error {
+// touches its provider (migration 0008). Not a touch itself. version is the
+// provider's version when the key was refused: a touch since then wins,
+// and the state is not written again.
+func (d *DB) RestKey(ctx context.Context, id, version int64, until time.Time) error {
 	state, at := aiproxy.KeyRejected, sql.NullInt64{}
 	if !until.IsZero() {
 		state, at = aiproxy.KeyResting, sql.NullInt64{Int64: ms(until), Valid: true}
 	}
 	return d.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "UPDATE provider_keys SET state = ?, rest_until = ? WHERE id = ?", state, at, id)
+		_, err := tx.ExecContext(ctx, `UPDATE provider_keys SET state = ?, rest_until = ?
+			WHERE id = ? AND (SELECT version FROM providers WHERE id = provider_keys.provider_id) = ?
+			AND NOT (state = ? AND rest_until IS ?)`, state, at, id, version, state, at)
 		return err
 	})
 }

@@ -293,10 +293,10 @@ func TestKeyStates_RestAndTouch(t *testing.T) {
 	p := get()
 	v := p.Version
 	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
-	if err := db.RestKey(ctx, p.KeyStates[0].ID, until); err != nil {
+	if err := db.RestKey(ctx, p.KeyStates[0].ID, v, until); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RestKey(ctx, p.KeyStates[1].ID, time.Time{}); err != nil {
+	if err := db.RestKey(ctx, p.KeyStates[1].ID, v, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	p = get()
@@ -309,5 +309,12 @@ func TestKeyStates_RestAndTouch(t *testing.T) {
 	p = get()
 	if s := p.KeyStates; s[0].State != "ok" || s[0].Until != nil || s[1].State != "ok" || p.Version == v {
 		t.Errorf("after a touch: %+v version %d", s, p.Version)
+	}
+	// A refusal seen before the touch, written after it, does not undo it.
+	if err := db.RestKey(ctx, p.KeyStates[1].ID, v, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := get().KeyStates; s[1].State != "ok" {
+		t.Errorf("a stale refusal undid the touch: %+v", s)
 	}
 }
