@@ -393,8 +393,8 @@ func (p *Proxy) reserve(r *http.Request, w http.ResponseWriter, x *exchange, inf
 		return nil
 	}
 	res, err := p.cfg.Limits.Reserve(limits.Request{
-		UserID:          x.user.ID,
-		Model:           x.asked,
+		UserID: x.user.ID,
+		Model:  x.asked,
 		// A JSON POST can spend tokens whether or not it names a model.
 		Metered:         x.metered || x.body != nil && r.Method == http.MethodPost,
 		PromptTokens:    int64(len(x.body)) / 4,

@@ -322,6 +322,7 @@ func TestLimits_ClientLeavingIsCharged(t *testing.T) {
 	}
 	cancel()
 	<-done
+	h.inflight.Wait() // the proxy saw the client leave and ended the request
 	close(up.release)
 	h.flushUsage()
 	charged := chargedTokens(t, h)
