@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -20,9 +21,16 @@ import (
 //   - the file size per million rows (bytes/Mrow, after a checkpoint),
 //
 //   - stats --since 30d --by user (ns/op, through admin.Service as the CLI),
+//     at 00:00 UTC (whole days: usage_rollup alone) and at 14:00 (the
+//     first day's rows from 14:00 on, then whole days), and for one user
+//     by day; GET /me's totals (UserUsage),
 //
 //   - one retention transaction folding 500 rows (ns/op), with those rows
-//     in the table: the longest the write lock is held by retention.
+//     in the table: the longest the write lock is held by retention,
+//
+//   - in the log (-v): the fill time (usage_rollup's trigger included),
+//     the roll-up's row count, and what migration 0009 takes to roll up
+//     the whole history of a database from before it.
 //
 //     AIPROXY_BENCH_BIG=1 go test -run '^$' -bench BigUsage -benchtime 5x -timeout 30m ./pkg/store
 func BenchmarkBigUsage(b *testing.B) {
@@ -45,7 +53,7 @@ func BenchmarkBigUsage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.Close()
+	defer func() { d.Close() }()
 	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		b.Fatal(err)
@@ -81,8 +89,20 @@ func BenchmarkBigUsage(b *testing.B) {
 	b.Logf("filled %d rows in %s; file %d bytes = %.1f MB per million rows", rows, time.Since(began).Round(time.Second),
 		fi.Size(), float64(fi.Size())/float64(rows)*1e6/1e6)
 
+	var rolled int64
+	if err := raw.QueryRow("SELECT COUNT(*) FROM usage_rollup").Scan(&rolled); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("usage_rollup: %d daily totals", rolled)
+
 	svc := admin.New(d)
 	svc.Now = func() time.Time { return end }
+	midday := admin.New(d)
+	midday.Now = func() time.Time { return end.Add(14 * time.Hour) }
+	want, err := svc.Stats(context.Background(), admin.StatsQuery{Since: "30d", By: "user"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Run("stats_since_30d_by_user", func(b *testing.B) {
 		for b.Loop() {
 			out, err := svc.Stats(context.Background(), admin.StatsQuery{Since: "30d", By: "user"})
@@ -91,6 +111,29 @@ func BenchmarkBigUsage(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(fi.Size())/float64(rows)*1e6, "bytes/Mrow")
+	})
+	b.Run("stats_since_30d_by_user_at_14h", func(b *testing.B) {
+		for b.Loop() {
+			out, err := midday.Stats(context.Background(), admin.StatsQuery{Since: "30d", By: "user"})
+			if err != nil || len(out) != 50 {
+				b.Fatalf("Stats() = %d rows, %v", len(out), err)
+			}
+		}
+	})
+	b.Run("stats_user_since_30d_by_day", func(b *testing.B) {
+		for b.Loop() {
+			out, err := svc.Stats(context.Background(), admin.StatsQuery{User: "user7", Since: "30d", By: "day"})
+			if err != nil || len(out) != 30 {
+				b.Fatalf("Stats() = %d rows, %v", len(out), err)
+			}
+		}
+	})
+	b.Run("user_usage_me", func(b *testing.B) {
+		for b.Loop() {
+			if u, err := d.UserUsage(context.Background(), 8); err != nil || u.Requests != rows/50 {
+				b.Fatalf("UserUsage() = %+v, %v; want %d requests", u, err, rows/50)
+			}
+		}
 	})
 	b.Run("fold_500_rows", func(b *testing.B) {
 		before := end.AddDate(0, 0, -days+30) // the oldest 30 days fold
@@ -107,4 +150,27 @@ func BenchmarkBigUsage(b *testing.B) {
 			}
 		}
 	})
+
+	// Migration 0009 on this history (rows and folded days), as an
+	// upgrade from a database without it: its one-time roll-up.
+	if d.Close() != nil {
+		b.Fatal("Close")
+	}
+	for _, q := range []string{"DROP TRIGGER usage_rollup_add", "DROP TABLE usage_rollup",
+		"DELETE FROM schema_migrations WHERE name = '0009_usage_rollup.sql'"} {
+		if _, err := raw.Exec(q); err != nil {
+			b.Fatalf("%s: %v", q, err)
+		}
+	}
+	began = time.Now()
+	d, err = store.Open(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("migration 0009 rolled up %d rows and the folded days in %s", rows, time.Since(began).Round(time.Millisecond))
+	svc = admin.New(d)
+	svc.Now = func() time.Time { return end }
+	if got, err := svc.Stats(context.Background(), admin.StatsQuery{Since: "30d", By: "user"}); err != nil || !reflect.DeepEqual(got, want) {
+		b.Errorf("stats after the migration's roll-up = %v, %v; want %v", got, err, want)
+	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,19 +32,31 @@ func benchUsage() aiproxy.Usage {
 //     records, the shape a future InsertUsage could take; it measures what
 //     the per-Exec overhead costs. Allocation budget: ≤ 18 allocs per
 //     record (the argument boxing remains).
+//   - per_row_mixed: per_row with each batch's records spread over 50
+//     users, 3 providers and 10 models (the usage_rollup trigger then
+//     updates up to 100 daily totals per batch instead of one).
 func BenchmarkInsertUsage(b *testing.B) {
 	const batch = 100
 	us := make([]aiproxy.Usage, batch)
+	mixed := make([]aiproxy.Usage, batch)
 	for i := range us {
 		us[i] = benchUsage()
+		mixed[i] = benchUsage()
+		mixed[i].UserID = int64(i*7%50) + 1
+		mixed[i].UserName = fmt.Sprintf("user%d", mixed[i].UserID)
+		mixed[i].Provider = []string{"api.openai.com", "api.groq.com", "api.anthropic.com"}[i%3]
+		mixed[i].Model = fmt.Sprintf("model-%d", i%10)
 	}
 	for _, bc := range []struct {
 		name  string
 		write func(ctx context.Context, d *DB, batch []aiproxy.Usage) error
+		us    []aiproxy.Usage
 	}{
-		{"per_row", func(ctx context.Context, d *DB, batch []aiproxy.Usage) error { return d.InsertUsage(ctx, batch) }},
-		{"multi_row", insertUsageMultiRow},
+		{"per_row", func(ctx context.Context, d *DB, batch []aiproxy.Usage) error { return d.InsertUsage(ctx, batch) }, us},
+		{"per_row_mixed", func(ctx context.Context, d *DB, batch []aiproxy.Usage) error { return d.InsertUsage(ctx, batch) }, mixed},
+		{"multi_row", insertUsageMultiRow, us},
 	} {
+		us := bc.us
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := context.Background()
 			d, err := Open(ctx, filepath.Join(b.TempDir(), "aiproxy.db"))

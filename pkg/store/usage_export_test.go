@@ -77,3 +77,6 @@ func (d *DB) StatsFromRows(ctx context.Context, f aiproxy.StatsFilter) ([]aiprox
 	}
 	return out, dbError(rows.Err())
 }
+
+// StatsQuery is the query Stats runs for f, and its arguments.
+var StatsQuery = statsQuery

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -327,9 +328,9 @@ const (
 )
 
 // dumpRows returns every row of query q as text, in order.
-func dumpRows(t *testing.T, db *sql.DB, q string) []string {
+func dumpRows(t *testing.T, db *sql.DB, q string, args ...any) []string {
 	t.Helper()
-	rows, err := db.QueryContext(t.Context(), q)
+	rows, err := db.QueryContext(t.Context(), q, args...)
 	if err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
@@ -436,4 +437,30 @@ func TestMigration0009_RollsUpExistingHistory(t *testing.T) {
 	}
 	insertLate(t, d, rand.New(rand.NewPCG(1, 1)), 50, 10)
 	checkStatsMatchRows(t, d, "after migration and new records", rollupFilters(rand.New(rand.NewPCG(6, 6)), 10))
+}
+
+// TestStats_SearchesRangesNeverScans: whatever the grouping and user,
+// stats since a day boundary or an instant inside a day search the range
+// of days in usage_rollup (and usage_daily), and of ts in usage rows:
+// no plan scans a whole table or index, so the time does not grow with
+// the history.
+func TestStats_SearchesRangesNeverScans(t *testing.T) {
+	t.Parallel()
+	d := newTestStore(t)
+	raw := openRaw(t, d.Path())
+	for _, by := range []string{"", aiproxy.ByUser, aiproxy.ByModel, aiproxy.ByProvider, aiproxy.ByDay} {
+		for _, user := range []string{"", "bob"} {
+			for _, since := range []time.Time{t0.Truncate(24 * time.Hour), t0} {
+				f := aiproxy.StatsFilter{By: by, User: user, Since: since}
+				q, args := store.StatsQuery(f)
+				plan := dumpRows(t, raw, "EXPLAIN QUERY PLAN "+q, args...)
+				for _, line := range plan {
+					if strings.Contains(line, "SCAN usage") {
+						t.Errorf("Stats(by=%q user=%q since=%s) plan scans: %q\n%s", by, user, since.Format(time.RFC3339), line,
+							strings.Join(plan, "\n"))
+					}
+				}
+			}
+		}
+	}
 }
