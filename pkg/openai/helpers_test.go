@@ -94,3 +94,12 @@ func scan(up io.ReadCloser, strip bool, n int) ([]byte, Usage, error) {
 	out, err := readAll(s, n)
 	return out, s.Usage(), err
 }
+
+// nextSplit is the cut after k in an input of n bytes: every splitStride
+// bytes, and always n itself.
+func nextSplit(k, n int) int {
+	if k < n && k+splitStride > n {
+		return n
+	}
+	return k + splitStride
+}

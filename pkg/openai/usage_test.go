@@ -81,7 +81,7 @@ func TestStreamScannerUsageAPIs(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			for k := 0; k <= len(tc.in); k++ {
+			for k := 0; k <= len(tc.in); k = nextSplit(k, len(tc.in)) {
 				for _, strip := range []bool{false, true} {
 					got, u, err := scan(newChunkReader(nil, []byte(tc.in[:k]), []byte(tc.in[k:])), strip, 512)
 					if err != nil || string(got) != tc.in {
