@@ -4,7 +4,13 @@ package db
 
 import "embed"
 
-// Migrations holds migrations/*.sql.
+// Migrations holds migrations/*.sql, SQLite's.
 //
 //go:embed migrations/*.sql
 var Migrations embed.FS
+
+// PostgresMigrations holds migrations/postgres/*.sql: the same numbering
+// and meaning as Migrations, in PostgreSQL's dialect.
+//
+//go:embed migrations/postgres/*.sql
+var PostgresMigrations embed.FS

@@ -67,21 +67,34 @@ type load[T any] struct {
 	err  error
 }
 
-func newCache(ctx context.Context, db *sql.DB) (*cache, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
+// newCache makes the cache of db. With pin its statements run on one
+// connection of their own (SQLite: a read of a few microseconds, never
+// queued behind the pool); without, on the pool (PostgreSQL: a connection
+// that a server restart broke is replaced, not kept).
+func newCache(ctx context.Context, db *sql.DB, pin bool) (*cache, error) {
+	var conn *sql.Conn
+	var prep interface {
+		PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+	} = db
+	if pin {
+		var err error
+		if conn, err = db.Conn(ctx); err != nil {
+			return nil, err
+		}
+		prep = conn
 	}
-	stmt, err := conn.PrepareContext(ctx, "SELECT v FROM auth_version WHERE id = 1")
+	stmt, err := prep.PrepareContext(ctx, "SELECT v FROM auth_version WHERE id = 1")
 	if err != nil {
-		conn.Close()
+		if conn != nil {
+			conn.Close()
+		}
 		return nil, err
 	}
 	c := &cache{conn: conn, stmt: stmt, version: -1, used: map[string]struct{}{}}
 	// The same columns and scanner as userByKeyHash, for refreshBatch keys.
 	q := "SELECT key_hash, " + userColumns + " FROM users WHERE key_hash IN (?" +
 		strings.Repeat(", ?", refreshBatch-1) + ")"
-	if c.refreshStmt, err = conn.PrepareContext(ctx, q); err != nil {
+	if c.refreshStmt, err = prep.PrepareContext(ctx, q); err != nil {
 		c.refreshStmt = nil // refresh by emptying, as before
 	}
 	c.mu.Lock()
@@ -100,7 +113,9 @@ func (c *cache) close() {
 		c.refreshStmt.Close()
 	}
 	c.stmt.Close()
-	c.conn.Close()
+	if c.conn != nil {
+		c.conn.Close()
+	}
 }
 
 // sync brings the cache up to date if users, providers or provider keys

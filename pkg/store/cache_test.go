@@ -17,13 +17,13 @@ import (
 // openPair opens one database file twice: serve and an admin command.
 func openPair(t testing.TB) (serve, cli *DB) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "aiproxy.db")
+	path, opts := testLocation(t, filepath.Join(t.TempDir(), "aiproxy.db"))
 	var err error
-	if serve, err = Open(t.Context(), path); err != nil {
+	if serve, err = Open(t.Context(), path, opts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { serve.Close() })
-	if cli, err = Open(t.Context(), path); err != nil {
+	if cli, err = Open(t.Context(), path, opts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })

@@ -160,6 +160,9 @@ func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (
 // with a migration that may be missing from an older schema.
 func (d *DB) hasTable(ctx context.Context, name string) (bool, error) {
 	q := "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?"
+	if d.pg {
+		q = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+	}
 	var n int
 	err := d.sql.QueryRowContext(ctx, q, name).Scan(&n)
 	return n > 0, dbError(err)

@@ -300,7 +300,7 @@ func (d *DB) RestKey(ctx context.Context, id, version int64, until time.Time) er
 	return d.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE provider_keys SET state = ?, rest_until = ?
 			WHERE id = ? AND (SELECT version FROM providers WHERE id = provider_keys.provider_id) = ?
-			AND NOT (state = ? AND rest_until IS ?)`, state, at, id, version, state, at)
+			AND NOT (state = ? AND rest_until IS NOT DISTINCT FROM ?)`, state, at, id, version, state, at)
 		return err
 	})
 }

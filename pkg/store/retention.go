@@ -180,6 +180,9 @@ func (d *DB) FoldUsage(ctx context.Context, before time.Time, limit int) (int, e
 // usage rows, or constants when this schema's usage table has no such
 // column, so that folding works whichever migrations are applied.
 func (d *DB) usageExtras(ctx context.Context) (cost, unmetered string, err error) {
+	if d.pg { // PostgreSQL's schema has had both from its first version
+		return "SUM(cost_micro_usd)", "SUM(unmetered != 0)", nil
+	}
 	rows, err := d.sql.QueryContext(ctx, "SELECT name FROM pragma_table_info('usage')")
 	if err != nil {
 		return "", "", dbError(err)

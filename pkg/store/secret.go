@@ -399,7 +399,17 @@ func readKeys(ctx context.Context, tx *sql.Tx, where string) ([]storedKey, error
 // only logged: the keys are sealed, a later checkpoint finishes the job.
 //
 // committed, when not nil, runs right after the commit, before the scrub.
+//
+// On PostgreSQL it is one write transaction: old row versions are the
+// server's to vacuum, and its files are not aiproxy's to scrub.
 func (d *DB) resealScrubbed(ctx context.Context, fn func(tx *sql.Tx) error, committed func()) error {
+	if d.pg {
+		err := d.writeTx(ctx, fn)
+		if err == nil && committed != nil {
+			committed()
+		}
+		return err
+	}
 	conn, err := d.sql.Conn(ctx)
 	if err != nil {
 		return err
@@ -455,7 +465,12 @@ func (d *DB) Rekey(ctx context.Context, newSecretKeyFile string) error {
 	if err != nil {
 		return err
 	}
-	release, err := lockServer(d.real+".lock", d.path)
+	var release func()
+	if d.pg {
+		release, err = d.pgLockServe(ctx, false)
+	} else {
+		release, err = lockServer(d.real+".lock", d.path)
+	}
 	if aiproxy.ErrorCode(err) == aiproxy.ECONFLICT {
 		return aiproxy.Errorf(aiproxy.ECONFLICT, "aiproxy serve is running on %s: stop it before rekey, it holds the old secret", d.path)
 	}

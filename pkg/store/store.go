@@ -1,7 +1,8 @@
 // Package store is the only package that speaks SQL. It keeps users,
 // provider keys and usage records in one SQLite file (modernc.org/sqlite, so
-// builds need no cgo) and hides that choice behind methods named for what
-// they do, so a PostgreSQL store can take its place.
+// builds need no cgo) or, for several instances of serve, in one PostgreSQL
+// database (pgx; postgres.go), and hides that choice behind methods named
+// for what they do.
 package store
 
 import (
@@ -21,6 +22,8 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/aiproxy/aiproxy/db"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
@@ -48,6 +51,11 @@ type DB struct {
 	// parsed and planned on every call.
 	userByKeyHashStmt  *sql.Stmt
 	providerByHostStmt *sql.Stmt
+
+	// pg is set for a PostgreSQL database (path is then its DSN with
+	// host and database only); pgPassword is kept to scrub it from errors.
+	pg         bool
+	pgPassword string
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -61,6 +69,10 @@ type DB struct {
 // the database (KeyFile), created on first use. Keys stored in clear by an
 // older aiproxy are sealed here. A secret that cannot unseal the stored keys
 // is refused (EINVALID), and the database is left as it was.
+//
+// A path that is a postgres:// or postgresql:// DSN opens that PostgreSQL
+// database instead (postgres.go), which needs WithSecretKey or
+// WithSecretKeyFile: no key file is made beside a DSN.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	return open(ctx, path, BusyTimeout, opts...)
 }
@@ -92,6 +104,9 @@ func open(ctx context.Context, path string, busyTimeout time.Duration, opts ...O
 	}
 	if path == "" {
 		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path is empty")
+	}
+	if IsPostgres(path) {
+		return openPostgres(ctx, path, o)
 	}
 	if strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
 		return nil, aiproxy.Errorf(aiproxy.EINVALID, "database path %q must be a plain file path, without file:, ? or #", path)
@@ -133,7 +148,7 @@ func open(ctx context.Context, path string, busyTimeout time.Duration, opts ...O
 		sdb.Close()
 		return nil, openError(path, err)
 	}
-	if d.cache, err = newCache(ctx, sdb); err != nil {
+	if d.cache, err = newCache(ctx, sdb, true); err != nil {
 		d.closeStmts()
 		sdb.Close()
 		return nil, openError(path, err)
@@ -278,8 +293,12 @@ func (d *DB) closeStmts() {
 	}
 }
 
-// Path is the database file's path.
+// Path is the database file's path, or for PostgreSQL its DSN's host and
+// database (RedactDSN), which may be shown.
 func (d *DB) Path() string { return d.path }
+
+// IsPostgres reports whether d is a PostgreSQL database.
+func (d *DB) IsPostgres() bool { return d.pg }
 
 // ClaimServer takes the lock that marks the one `serve` process of this
 // database, held until release is called or the process dies. A second
@@ -287,8 +306,16 @@ func (d *DB) Path() string { return d.path }
 // another name of the same file (a symbolic link): the lock file is named
 // after the database's real path. A claim also fails (EINVALID) when a
 // rekey has changed the secret since Open.
+//
+// On PostgreSQL any number of serve processes share the database: the claim
+// is a shared advisory lock, held on a connection of its own, which only
+// keeps a rekey (which takes it exclusively) from running meanwhile.
 func (d *DB) ClaimServer() (release func(), err error) {
-	release, err = lockServer(d.real+".lock", d.path)
+	if d.pg {
+		release, err = d.pgLockServe(context.Background(), true)
+	} else {
+		release, err = lockServer(d.real+".lock", d.path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +349,9 @@ func (d *DB) Ping(ctx context.Context) error {
 // Backup writes a consistent snapshot of the live database to dst, which
 // must not exist yet.
 func (d *DB) Backup(ctx context.Context, dst string) error {
+	if d.pg {
+		return aiproxy.Errorf(aiproxy.EINVALID, "backup copies a SQLite file; back up PostgreSQL database %s with pg_dump", d.path)
+	}
 	// Create dst empty, owner-only and exclusively: VACUUM INTO fills an
 	// empty file, and the snapshot is never readable by others, not even
 	// for a moment, nor written over a file that appeared meanwhile.
@@ -467,6 +497,10 @@ func dbError(err error) error {
 	if err == nil {
 		return nil
 	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) || (sqliteCode(err) == 0 && isConnError(err)) {
+		return (&DB{}).pgDBError(err)
+	}
 	switch sqliteCode(err) & 0xff {
 	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database is busy: another process holds its write lock, try again")
@@ -481,7 +515,7 @@ func dbError(err error) error {
 }
 
 func isUnique(err error) bool {
-	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_UNIQUE || pgCode(err) == "23505"
 }
 
 // write runs fn in one immediate transaction and commits it, so a failure
@@ -510,7 +544,7 @@ func (d *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // writeTx runs fn in one immediate transaction and commits it, recording
 // nothing in the audit log.
 func (d *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := d.sql.BeginTx(ctx, nil)
+	tx, err := d.beginWrite(ctx)
 	if err != nil {
 		return dbError(err)
 	}

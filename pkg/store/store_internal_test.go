@@ -88,6 +88,7 @@ func TestOpen_PragmasOnEveryConnection(t *testing.T) {
 // at once.
 func TestOpen_UpgradesFrom0001(t *testing.T) {
 	t.Parallel()
+	SQLiteOnly(t)
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "aiproxy.db")
 	raw, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)")

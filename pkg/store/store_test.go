@@ -31,13 +31,20 @@ var t0 = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
 // newTestStore opens a fresh database file in a temporary folder.
 func newTestStore(t *testing.T) *store.DB {
 	t.Helper()
-	return openTestStore(t, filepath.Join(t.TempDir(), "aiproxy.db"))
+	path, opts := store.TestLocation(t, filepath.Join(t.TempDir(), "aiproxy.db"))
+	return openTestStore(t, path, opts...)
 }
 
 // openTestStore opens path (creating it if needed) and closes it when the
 // test ends.
 func openTestStore(t *testing.T, path string, opts ...store.Option) *store.DB {
 	t.Helper()
+	if store.IsPostgres(path) { // another handle on a newTestStore's database
+		path = store.FullDSN(path)
+		if len(opts) == 0 {
+			opts = []store.Option{store.WithSecretKey(store.TestSecret, "AIPROXY_SECRET_KEY")}
+		}
+	}
 	d, err := store.Open(t.Context(), path, opts...)
 	if err != nil {
 		t.Fatalf("Open(%q) error = %v", path, err)
@@ -50,6 +57,14 @@ func openTestStore(t *testing.T, path string, opts ...store.Option) *store.DB {
 // what the store API does not show (schema, query plans, held locks).
 func openRaw(t *testing.T, path string) *sql.DB {
 	t.Helper()
+	if store.IsPostgres(path) {
+		raw, err := store.OpenRawPostgres(store.FullDSN(path))
+		if err != nil {
+			t.Fatalf("open raw %s: %v", path, err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		return raw
+	}
 	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatalf("open raw %s: %v", path, err)
@@ -413,6 +428,7 @@ func TestClaimServer(t *testing.T) {
 
 func TestBackup(t *testing.T) {
 	t.Parallel()
+	store.SQLiteOnly(t)
 	d := newTestStore(t)
 	ctx := t.Context()
 	exp := t0.Add(48 * time.Hour)

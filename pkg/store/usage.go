@@ -17,29 +17,66 @@ func (d *DB) InsertUsage(ctx context.Context, batch []aiproxy.Usage) error {
 		return nil
 	}
 	defer d.ckpt.touch()
+	if d.pg {
+		return d.write(ctx, func(tx *sql.Tx) error { return insertUsageRows(ctx, tx, batch) })
+	}
 	return d.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage (ts, user_id, user_name, provider, model, path, status,
-			prompt_tokens, completion_tokens, total_tokens, reasoning_tokens, cached_tokens,
-			duration_ms, ttfb_ms, streamed, partial, cost_micro_usd, unmetered, charged_tokens, charged_micro_usd)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0))`)
+		stmt, err := tx.PrepareContext(ctx, insertUsage+usageValues)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for _, u := range batch {
-			var ttfb sql.NullInt64
-			if u.TTFB > 0 {
-				ttfb = sql.NullInt64{Int64: u.TTFB.Milliseconds(), Valid: true}
-			}
-			if _, err := stmt.ExecContext(ctx, ms(u.Time), u.UserID, u.UserName, u.Provider, u.Model, u.Path, u.Status,
-				u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.ReasoningTokens, u.CachedTokens,
-				u.Duration.Milliseconds(), ttfb, u.Streamed, u.Partial, costMicroUSD(u.CostUSD), u.Unmetered,
-				u.ChargedTokens, u.ChargedMicroUSD); err != nil {
+			if _, err := stmt.ExecContext(ctx, usageArgs(nil, u)...); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+const (
+	insertUsage = `INSERT INTO usage (ts, user_id, user_name, provider, model, path, status,
+			prompt_tokens, completion_tokens, total_tokens, reasoning_tokens, cached_tokens,
+			duration_ms, ttfb_ms, streamed, partial, cost_micro_usd, unmetered, charged_tokens, charged_micro_usd)
+			VALUES `
+	usageValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0))"
+	// usageRowsPerInsert bounds a multi-row INSERT: 64 rows are 1280
+	// arguments, and the statement texts (one per row count up to it)
+	// stay few enough to stay prepared.
+	usageRowsPerInsert = 64
+)
+
+// usageArgs appends u's values, in usageValues' order, to args.
+func usageArgs(args []any, u aiproxy.Usage) []any {
+	var ttfb sql.NullInt64
+	if u.TTFB > 0 {
+		ttfb = sql.NullInt64{Int64: u.TTFB.Milliseconds(), Valid: true}
+	}
+	return append(args, ms(u.Time), u.UserID, u.UserName, u.Provider, u.Model, u.Path, u.Status,
+		u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.ReasoningTokens, u.CachedTokens,
+		u.Duration.Milliseconds(), ttfb, u.Streamed, u.Partial, costMicroUSD(u.CostUSD), u.Unmetered,
+		u.ChargedTokens, u.ChargedMicroUSD)
+}
+
+// insertUsageRows writes batch with multi-row INSERTs, usageRowsPerInsert
+// rows per round trip: on PostgreSQL each statement is one, where SQLite's
+// row-at-a-time inserts cost microseconds each.
+func insertUsageRows(ctx context.Context, tx *sql.Tx, batch []aiproxy.Usage) error {
+	var args []any
+	for len(batch) > 0 {
+		n := min(len(batch), usageRowsPerInsert)
+		args = args[:0]
+		for _, u := range batch[:n] {
+			args = usageArgs(args, u)
+		}
+		q := insertUsage + usageValues + strings.Repeat(", "+usageValues, n-1)
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+		batch = batch[n:]
+	}
+	return nil
 }
 
 // groupExpr maps a StatsFilter.By value to its SQL expression over usage
@@ -149,8 +186,12 @@ func statsQuery(f aiproxy.StatsFilter) (string, []any) {
 		part("usage_daily", daySums, dayGroupExpr, []string{"day = ?"}, first)
 		part("usage_rollup", daySums, dayGroupExpr, []string{"day >= ?"}, next)
 	}
+	key := "k"
+	if f.By == "" {
+		key = "''" // one totals row; PostgreSQL wants no bare column beside the sums
+	}
 	q := "WITH t(k, n, e, p, pt, ct, tt, cost, unm) AS (" + strings.Join(parts, " UNION ALL ") +
-		") SELECT k, SUM(n), SUM(e), SUM(p), SUM(pt), SUM(ct), SUM(tt), SUM(cost), SUM(unm) FROM t"
+		") SELECT " + key + ", SUM(n), SUM(e), SUM(p), SUM(pt), SUM(ct), SUM(tt), SUM(cost), SUM(unm) FROM t"
 	if f.By != "" {
 		q += " GROUP BY k ORDER BY k"
 	}

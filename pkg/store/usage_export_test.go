@@ -55,7 +55,7 @@ func (d *DB) StatsFromRows(ctx context.Context, f aiproxy.StatsFilter) ([]aiprox
 		daily += " GROUP BY k"
 	}
 	q := "WITH t(k, n, e, p, pt, ct, tt, cost, unm) AS (" + raw + " UNION ALL " + daily +
-		") SELECT k, SUM(n), SUM(e), SUM(p), SUM(pt), SUM(ct), SUM(tt), SUM(cost), SUM(unm) FROM t"
+		") SELECT " + map[bool]string{true: "''", false: "k"}[f.By == ""] + ", SUM(n), SUM(e), SUM(p), SUM(pt), SUM(ct), SUM(tt), SUM(cost), SUM(unm) FROM t"
 	if f.By != "" {
 		q += " GROUP BY k ORDER BY k"
 	}

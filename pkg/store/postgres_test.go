@@ -1,0 +1,161 @@
+package store_test
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
+	"github.com/aiproxy/aiproxy/pkg/store"
+)
+
+func pgSecret() store.Option { return store.WithSecretKey(store.TestSecret, "AIPROXY_SECRET_KEY") }
+
+// TestPostgres_TenInstancesMigrateOnce: ten instances opening one new
+// database together all succeed, and each migration is applied once (the
+// advisory lock), with the same schema as one instance would make.
+func TestPostgres_TenInstancesMigrateOnce(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	var wg sync.WaitGroup
+	dbs := make([]*store.DB, 10)
+	errs := make([]error, 10)
+	for i := range dbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dbs[i], errs[i] = store.Open(t.Context(), dsn, pgSecret())
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Open #%d error = %v", i, err)
+		}
+		t.Cleanup(func() { dbs[i].Close() })
+	}
+	raw, err := store.OpenRawPostgres(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var n, distinct int
+	if err := raw.QueryRow("SELECT COUNT(*), COUNT(DISTINCT name) FROM schema_migrations").Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != distinct || n == 0 {
+		t.Errorf("schema_migrations holds %d rows for %d migrations, want each once", n, distinct)
+	}
+	// Every instance sees the others' writes.
+	if err := dbs[3].CreateUser(t.Context(), "alice", "h", "hint", t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dbs[7].UserByName(t.Context(), "alice"); err != nil {
+		t.Errorf("UserByName(alice) on another instance error = %v", err)
+	}
+}
+
+// TestPostgres_RefusesWithoutSecret: no key file is made beside a DSN, so
+// a PostgreSQL store without a secret refuses to open, saying what to give.
+func TestPostgres_RefusesWithoutSecret(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	_, err := store.Open(t.Context(), dsn)
+	if aiproxy.ErrorCode(err) != aiproxy.EINVALID || !strings.Contains(err.Error(), "AIPROXY_SECRET_KEY") {
+		t.Errorf("Open(no secret) error = %v, want EINVALID naming AIPROXY_SECRET_KEY", err)
+	}
+}
+
+// TestPostgres_UnreachableOneLineNoPassword: a DSN nobody answers fails at
+// once with one line naming host and database, never the password.
+func TestPostgres_UnreachableOneLineNoPassword(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	dsn := "postgres://aiproxy:hunter2secret@" + addr + "/aiproxydb?sslmode=disable&connect_timeout=5"
+	_, err = store.Open(t.Context(), dsn, pgSecret())
+	if err == nil {
+		t.Fatal("Open(unreachable) succeeded")
+	}
+	msg := err.Error()
+	for _, want := range []string{addr, "aiproxydb", "unreachable"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Open(unreachable) error = %q, want it to name %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "hunter2") || strings.Contains(msg, "\n") {
+		t.Errorf("Open(unreachable) error = %q: holds the password or several lines", msg)
+	}
+	if aiproxy.ErrorCode(err) != aiproxy.EUNAVAILABLE {
+		t.Errorf("Open(unreachable) code = %q, want EUNAVAILABLE", aiproxy.ErrorCode(err))
+	}
+}
+
+// TestPostgres_WrongDatabaseNotShown: a database the server does not have
+// is named, the DSN's password is not.
+func TestPostgres_WrongDatabaseNotShown(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	bad := strings.Replace(dsn, "postgres@", "postgres:s3cr3tpw@", 1)
+	bad = bad[:strings.LastIndex(bad, "/")] + "/no_such_db?sslmode=disable"
+	_, err := store.Open(t.Context(), bad, pgSecret())
+	if err == nil || strings.Contains(err.Error(), "s3cr3tpw") || !strings.Contains(err.Error(), "no_such_db") {
+		t.Errorf("Open(missing database) error = %v, want one naming no_such_db without the password", err)
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://u:pw@db.example:5432/aiproxy?sslmode=require", "postgres://db.example:5432/aiproxy"},
+		{"postgresql://u@localhost/x", "postgres://localhost/x"},
+		{"postgres:///aiproxy?host=/run/postgresql&password=pw", "postgres:///run/postgresql/aiproxy"},
+	} {
+		if got := store.RedactDSN(tc.dsn); got != tc.want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", tc.dsn, got, tc.want)
+		}
+	}
+}
+
+// TestPostgres_ClaimServerShared: any number of serve processes share a
+// PostgreSQL database, and a rekey is refused while one runs.
+func TestPostgres_ClaimServerShared(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	a, err := store.Open(t.Context(), dsn, pgSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := store.Open(t.Context(), dsn, pgSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	relA, err := a.ClaimServer()
+	if err != nil {
+		t.Fatalf("ClaimServer(a) error = %v", err)
+	}
+	relB, err := b.ClaimServer()
+	if err != nil {
+		t.Fatalf("ClaimServer(b) error = %v, want a second serve allowed", err)
+	}
+	addProviderKey(t, a, "api.example.com", "sk-upstream-1")
+	keyFile := secretFile(t)
+	if err := a.Rekey(t.Context(), keyFile); aiproxy.ErrorCode(err) != aiproxy.ECONFLICT {
+		t.Errorf("Rekey while serving error = %v, want ECONFLICT", err)
+	}
+	relA()
+	relB()
+	if err := a.Rekey(t.Context(), keyFile); err != nil {
+		t.Errorf("Rekey after serve stopped error = %v", err)
+	}
+	if _, err := store.Open(t.Context(), dsn, store.WithSecretKeyFile(keyFile)); err != nil {
+		t.Errorf("Open with the new secret error = %v", err)
+	}
+}
