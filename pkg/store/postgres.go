@@ -297,8 +297,8 @@ func (c *pgConn) CheckNamedValue(nv *driver.NamedValue) error {
 // fixed set of texts (values always go in as arguments), so the cache stays
 // small, and a request pays one map lookup, not a rewrite.
 type rebinder struct {
-	m sync.Map // query → rewritten
-	n int      // entries, bounded
+	m  sync.Map // query → rewritten
+	n  int      // entries, bounded
 	mu sync.Mutex
 }
 
