@@ -3,6 +3,8 @@ package cmd
 import (
 	"os"
 	"testing"
+
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
 )
 
 // TestMain gives the tests a home of their own: a command run without
@@ -14,7 +16,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("HOME", home)
 	os.Setenv("XDG_DATA_HOME", home+"/data")
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then stop the PostgreSQL tests' cluster
 	os.RemoveAll(home)
 	os.Exit(code)
 }

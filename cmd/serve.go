@@ -198,7 +198,7 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 		return fmt.Errorf("listen: %v", err)
 	}
 	token := cfg.AccessToken
-	log.Info("aiproxy serving", "db", app.dbPath(), "listen", ln.Addr().String(), "admin", token != "", "secret", app.db.SecretSource())
+	log.Info("aiproxy serving", "db", app.db.Path(), "listen", ln.Addr().String(), "admin", token != "", "secret", app.db.SecretSource())
 	out.Immediate().Write(early.Bytes())
 	if cfg.TokenOnArgv {
 		log.Warn("--access-token is visible to every user of this machine in the process list: set AIPROXY_ACCESS_TOKEN or access-token in a --config file instead")

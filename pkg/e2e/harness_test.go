@@ -29,6 +29,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/aiproxy/aiproxy/pkg/fakeai"
+	"github.com/aiproxy/aiproxy/pkg/store"
 )
 
 // Timeouts of the harness. A CLI command that runs longer than cliTimeout
@@ -314,7 +315,7 @@ func (e *env) startServe(extra ...string) (*serveProc, string, error) {
 	if err := json.Unmarshal([]byte(first), &m); err != nil || m.Listen == "" {
 		return s, first, fmt.Errorf("first log line is not JSON with listen")
 	}
-	if m.DB != e.db {
+	if m.DB != e.db && m.DB != store.RedactDSN(e.db) {
 		return s, first, fmt.Errorf("first log line names db %q, want %q", m.DB, e.db)
 	}
 	s.addr = m.Listen

@@ -26,6 +26,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
 )
 
 // helperEnv, when set, makes the test binary act as a helper process (see
@@ -43,7 +45,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode))
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then stop the PostgreSQL tests' cluster
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}

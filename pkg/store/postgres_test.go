@@ -159,3 +159,33 @@ func TestPostgres_ClaimServerShared(t *testing.T) {
 		t.Errorf("Open with the new secret error = %v", err)
 	}
 }
+
+// BenchmarkUserByKeyHash_Stores: the per-request authentication of a cached
+// user, which reads auth_version once (SQLite: a read transaction on a
+// pinned connection; PostgreSQL: one round trip of a prepared statement).
+func BenchmarkUserByKeyHash_Stores(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			var d *store.DB
+			var err error
+			if kind == "postgres" {
+				d, err = store.Open(b.Context(), pgtest.NewDatabase(b), pgSecret())
+			} else {
+				d, err = store.Open(b.Context(), b.TempDir()+"/aiproxy.db")
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			if err := d.CreateUser(b.Context(), "alice", "hash-a", "hint", t0, nil); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := d.UserByKeyHash(b.Context(), "hash-a"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,103 @@
+//go:build unix
+
+package e2e_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aiproxy/aiproxy/pkg/fakeai"
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
+)
+
+// pgSecret is the AIPROXY_SECRET_KEY of the PostgreSQL tests: a PostgreSQL
+// database needs one (no key file is made beside a DSN).
+const pgSecret = "ZTJlIHBvc3RncmVzIHNlY3JldCwgMzIgYnl0ZXMhISE="
+
+// newPostgresEnv is newEnv on a PostgreSQL DSN, every process given the secret.
+func newPostgresEnv(t *testing.T, dsn string) *env {
+	t.Helper()
+	e := &env{t: t, bin: binary(t), dir: t.TempDir(), db: dsn, fake: fakeai.New(),
+		extraEnv: []string{"AIPROXY_SECRET_KEY=" + pgSecret}}
+	e.up = httptest.NewServer(e.fake)
+	t.Cleanup(func() {
+		e.up.CloseClientConnections()
+		e.up.Close()
+	})
+	e.mustCLI("provider", "add", fakeHost, "sk-upstream-secret", "--base-url", e.up.URL)
+	return e
+}
+
+// TestPostgres_TwoInstances: two serve processes on one PostgreSQL
+// database (CONTRACT section 8). A key reset through instance A's admin
+// surface is refused by instance B at its next request, and the new key
+// works on both; a user deleted through the CLI is refused by both; stats
+// through either instance count both instances' requests; neither
+// instance's first line shows the DSN's password.
+func TestPostgres_TwoInstances(t *testing.T) {
+	t.Parallel()
+	dsn := strings.Replace(pgtest.NewDatabase(t), "postgres@", "postgres:hunter2pw@", 1)
+	e := newPostgresEnv(t, dsn)
+	a := e.serve("--access-token", adminToken)
+	b := e.serve("--access-token", adminToken)
+	for name, s := range map[string]*serveProc{"A": a, "B": b} {
+		if logs := s.logs.String(); strings.Contains(logs, "hunter2pw") {
+			t.Errorf("instance %s logged the DSN's password:\n%s", name, logs)
+		}
+	}
+
+	key := e.createUser("alice")
+	bob := e.createUser("bob")
+	for i := 0; i < 3; i++ {
+		mustProxy(t, a.addr, key)
+		mustProxy(t, b.addr, key) // B now answers alice from its cache
+	}
+	mustProxy(t, b.addr, bob)
+
+	r, err := send(t.Context(), "POST", "http://"+a.addr+"/admin/reset/alice", "",
+		map[string]string{"Authorization": "Bearer " + adminToken})
+	if err != nil || r.status != http.StatusOK {
+		t.Fatalf("reset alice through A = %d %q, %v", r.status, r.body, err)
+	}
+	newKey := strings.TrimSpace(r.body)
+	if got, err := proxied(t.Context(), b.addr, key, "ok"); err != nil || got.status != http.StatusUnauthorized {
+		t.Errorf("old key on B right after the reset on A = %d, %v; want 401", got.status, err)
+	}
+	mustProxy(t, b.addr, newKey)
+	mustProxy(t, a.addr, newKey)
+
+	e.mustCLI("user", "delete", "bob")
+	for name, s := range map[string]*serveProc{"A": a, "B": b} {
+		if got, err := proxied(t.Context(), s.addr, bob, "ok"); err != nil || got.status != http.StatusUnauthorized {
+			t.Errorf("deleted bob's key on %s = %d, %v; want 401", name, got.status, err)
+		}
+	}
+
+	// alice: 3 + 3 + 2 successful requests, 1 refused (not usage); bob: 1.
+	// Usage is written in the background: poll.
+	var rows []map[string]any
+	ok := poll(10*time.Second, func() bool {
+		r, err := send(t.Context(), "GET", "http://"+b.addr+"/admin/stats?by=user", "",
+			map[string]string{"Authorization": "Bearer " + adminToken})
+		if err != nil || r.status != http.StatusOK || json.Unmarshal([]byte(r.body), &rows) != nil {
+			return false
+		}
+		got := map[string]float64{}
+		for _, row := range rows {
+			if user, ok := row["user"].(string); ok {
+				got[user], _ = row["requests"].(float64)
+			}
+		}
+		return got["alice"] == 8 && got["bob"] == 1
+	})
+	if !ok {
+		t.Errorf("stats by user through B = %+v, want alice 8 and bob 1 (both instances' requests)", rows)
+	}
+	if out := e.mustCLI("stats", "--by", "user", "--json"); !strings.Contains(out, `"requests": 8`) && !strings.Contains(out, `"requests":8`) {
+		t.Errorf("aiproxy stats --by user = %s, want alice's 8 requests", out)
+	}
+}
