@@ -161,11 +161,12 @@ func isEventStream(ct string) bool {
 	return mt == "text/event-stream"
 }
 
-// bufferPool lends ReverseProxy its copy buffers: 8 KiB, held by an open
-// stream for its whole life.
+// bufferPool lends ReverseProxy its copy buffers: 4 KiB, held by an open
+// stream for its whole life (with the scrubber's buffer of the same size):
+// events are small, and a large body takes a few more reads.
 type bufferPool struct{}
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
+var buffers = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
 
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -105,6 +105,9 @@ func NewReader(r io.Reader, secrets ...string) io.Reader {
 	return &reader{r: r, secrets: prepare(secrets)}
 }
 
+// readSize bounds one read of r; the buffer is sized by the first Read's
+// p (ReverseProxy's copy buffer), so that an open stream holds no more than
+// its caller's buffer again, plus a secret's length.
 const readSize = 32 << 10
 
 type reader struct {
@@ -131,11 +134,12 @@ func (m *reader) Read(p []byte) (int, error) {
 			for _, s := range m.secrets {
 				longest = max(longest, len(s))
 			}
-			m.buf = make([]byte, readSize+longest)
+			m.buf = make([]byte, min(len(p), readSize)+longest)
 		}
-		// Move the held bytes to the front and read after them.
+		// Move the held bytes to the front and read after them: at most
+		// longest-1 are held, so there is always room.
 		held := copy(m.buf, m.buf[m.ready:m.end])
-		n, err := m.r.Read(m.buf[held : held+min(len(p), readSize)])
+		n, err := m.r.Read(m.buf[held : held+min(len(p), len(m.buf)-held)])
 		b := m.buf[:held+n]
 		m.spans = find(append(m.spans[:0], m.carry...), b, m.secrets)
 		m.out, m.ready, m.end, m.err = 0, len(b), len(b), err
