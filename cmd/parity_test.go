@@ -407,6 +407,7 @@ var exemptFromParity = map[string]string{
 	"version":       "not an admin operation",
 	"backup":        "a copy of the database holds the provider keys, which never leave the process",
 	"rekey":         "needs the secret files on the database's host, with serve stopped",
+	"migrate":       "reads a SQLite file on the host, with its serve stopped, and writes another database",
 	"health":        "asks serve's /healthz over HTTP itself",
 	"provider test": "sends each provider key to its provider from the database's host; an HTTP twin would make serve call out on demand",
 }

@@ -117,6 +117,7 @@ func newRoot(app *appContext) *cobra.Command {
 		newPriceCmd(app),
 		newBackupCmd(app),
 		newRekeyCmd(app),
+		newMigrateCmd(app),
 		newVersionCmd(app),
 		newAuditCmd(app),
 		newHealthCmd(app),
