@@ -28,6 +28,8 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/fakeai"
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
+	"github.com/aiproxy/aiproxy/pkg/store"
 )
 
 // The example tests run every aiproxy and curl command that README.md's
@@ -71,6 +73,11 @@ var pendingExamples = map[string]string{}
 var sectionSetup = map[string]func(*session){
 	"Using the proxy":     seedProxy,
 	"Your own key: `/me`": seedProxy,
+	"Storage: SQLite or PostgreSQL": func(s *session) {
+		if _, err := openService(s.t, "aiproxy.db").CreateUser(s.t.Context(), "alice", admin.Expiry{}); err != nil {
+			s.t.Fatal(err)
+		}
+	},
 }
 
 // seedProxy is the state after the quick start: user janlay (the last key
@@ -87,6 +94,7 @@ var helpFiles = map[string]string{
 	"groq.key":       "gsk_from_groq_key_file\n",
 	"openai.key":     "sk-proj-from-openai-key-file\n",
 	"old-openai.key": "sk-proj-seeded-old-key\n",
+	"secret.key":     pgTestSecret + "\n",
 }
 
 // seedHelp is the state every --help example starts from: user alice with
@@ -293,6 +301,7 @@ func TestHelp_everyCommandWithArgumentsHasExamples(t *testing.T) {
 type session struct {
 	t       *testing.T
 	dir, db string
+	pgDSN   string            // the session's PostgreSQL database, made on first use
 	vars    map[string]string // shell variables
 	exports map[string]bool   // which of them are exported
 	mock    *httptest.Server
@@ -662,6 +671,13 @@ func (s *session) aiproxy(at exampleLine, args []string, prefix map[string]strin
 	s.ran++
 	args = slices.Clone(args)
 	for i, a := range args {
+		if store.IsPostgres(a) { // an example's PostgreSQL: one of pgtest's, per session
+			if s.pgDSN == "" {
+				s.pgDSN = pgtest.NewDatabase(s.t)
+			}
+			args[i] = s.pgDSN
+			continue
+		}
 		if !strings.HasPrefix(a, "sk-cfw") {
 			args[i] = strings.ReplaceAll(a, "…", "x")
 		}

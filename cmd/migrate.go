@@ -33,7 +33,7 @@ func newMigrateCmd(app *appContext) *cobra.Command {
 			"secret (the key file beside it, or --from-secret-key-file) and sealed again under the target's\n" +
 			"(AIPROXY_SECRET_KEY or --secret-key-file, as every command on PostgreSQL). Stop the serve of\n" +
 			"FILE first. --to defaults to --db (or AIPROXY_DB) when that is a PostgreSQL DSN.",
-		Example: "  AIPROXY_SECRET_KEY=$(cat secret.key) aiproxy migrate --from aiproxy.db --to postgres://aiproxy@db.internal/aiproxy",
+		Example: "  aiproxy migrate --from \"$AIPROXY_DB\" --to postgres://aiproxy@db.internal/aiproxy --secret-key-file secret.key",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runMigrate(c.Context(), app, c.ErrOrStderr(), opts)
