@@ -10,9 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/limits"
 	"github.com/aiproxy/aiproxy/pkg/store"
 	"github.com/aiproxy/aiproxy/pkg/usage"
 )
@@ -30,6 +32,12 @@ type benchSetup struct {
 const benchHost = "bench.example"
 
 func newBenchSetup(b *testing.B, rt http.RoundTripper) *benchSetup {
+	return newBenchSetupWith(b, rt, nil)
+}
+
+// newBenchSetupWith is newBenchSetup with setup run on the service before
+// the proxy is made, and the limiter and prices of serve when limited.
+func newBenchSetupWith(b *testing.B, rt http.RoundTripper, setup func(*admin.Service, *store.DB, *Config)) *benchSetup {
 	b.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "aiproxy.db"))
@@ -50,7 +58,11 @@ func newBenchSetup(b *testing.B, rt http.RoundTripper) *benchSetup {
 	// handler's work counts but not the write) and a real usage recorder.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	rec := usage.New(svc.RecordUsage, log, 10000)
-	px := New(svc, rec, log, Config{DefaultProvider: benchHost, Transport: rt})
+	cfg := Config{DefaultProvider: benchHost, Transport: rt}
+	if setup != nil {
+		setup(svc, db, &cfg)
+	}
+	px := New(svc, rec, log, cfg)
 	b.Cleanup(func() {
 		rec.Close(context.Background())
 		db.Close()
@@ -179,5 +191,77 @@ func BenchmarkServe(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkServeLimited is BenchmarkServe/json for a user with every limit
+// set (high enough never to refuse), with prices, against the same request
+// without limits: the cost of limits on the request path. Compare ns/op of
+// the two (benchstat, -count 3).
+func BenchmarkServeLimited(b *testing.B) {
+	body := `{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"Say this is a test."}],"temperature":0.2}`
+	for _, limited := range []bool{false, true} {
+		b.Run(map[bool]string{false: "none", true: "every-limit"}[limited], func(b *testing.B) {
+			s := newBenchSetupWith(b, memUpstream("application/json", benchCompletion), func(svc *admin.Service, db *store.DB, cfg *Config) {
+				ctx := context.Background()
+				if limited {
+					up := admin.LimitsUpdate{}
+					for _, kv := range [][2]string{{"rpm", "100000000"}, {"tpm", "100000000000"}, {"concurrent", "1000"},
+						{"tokens", "100000000000/month"}, {"spend", "100000000/month"}, {"models", "gpt-*"}} {
+						up.Changes = append(up.Changes, admin.LimitChange{Field: kv[0], Value: kv[1]})
+					}
+					if _, err := svc.SetLimits(ctx, "*", up); err != nil {
+						b.Fatal(err)
+					}
+				}
+				lim, err := limits.New(ctx, db, time.Now)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tab, err := svc.PriceTable(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfg.Limits, cfg.Prices = lim, tab
+			})
+			benchServe(b, s, body)
+		})
+	}
+}
+
+// BenchmarkServeRouted is a request whose model names its provider
+// (bench/gpt-4o-mini) against one that does not: what model routing adds.
+func BenchmarkServeRouted(b *testing.B) {
+	for _, model := range []string{"gpt-4o-mini", benchHost + "/gpt-4o-mini"} {
+		b.Run(map[bool]string{false: "plain", true: "routed"}[strings.Contains(model, "/")], func(b *testing.B) {
+			s := newBenchSetupWith(b, memUpstream("application/json", benchCompletion), func(svc *admin.Service, _ *store.DB, cfg *Config) {
+				cfg.DefaultProvider = "other.example"
+				if err := svc.AddProviderKey(context.Background(), admin.ProviderKey{Host: "other.example", Key: "sk-upstream-other-0", BaseURL: "http://other.example"}); err != nil {
+					b.Fatal(err)
+				}
+			})
+			benchServe(b, s, `{"model":"`+model+`","messages":[{"role":"user","content":"Say this is a test."}],"temperature":0.2}`)
+		})
+	}
+}
+
+// benchServe sends body through s's proxy b.N times.
+func benchServe(b *testing.B, s *benchSetup, body string) {
+	req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:8787/v1/chat/completions", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.ContentLength = int64(len(body))
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		req.Body = io.NopCloser(strings.NewReader(body))
+		clear(w.h)
+		w.n, w.status = 0, 0
+		s.px.Serve(w, req, Route{Key: s.key})
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
 	}
 }
