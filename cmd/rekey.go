@@ -10,6 +10,7 @@ import (
 
 type rekeyOptions struct {
 	NewSecretKeyFile string
+	Forget           bool
 }
 
 // newRekeyCmd is `aiproxy rekey --new-secret-key-file FILE` (CONTRACT
@@ -24,7 +25,10 @@ func newRekeyCmd(app *appContext) *cobra.Command {
 			"e.g. `openssl rand -base64 32 > FILE`), in one transaction: until it commits the old secret\n" +
 			"stays in force. Stop `aiproxy serve` first. When the secret was the key file beside the\n" +
 			"database, that file is replaced with the new secret; otherwise give the new one\n" +
-			"(--secret-key-file FILE or AIPROXY_SECRET_KEY) from now on.",
+			"(--secret-key-file FILE or AIPROXY_SECRET_KEY) from now on.\n\n" +
+			"When the secret is lost, `aiproxy rekey --forget-provider-keys` deletes every stored provider\n" +
+			"key (they cannot be opened any more) and keeps everything else: users, providers' settings,\n" +
+			"limits, prices, usage, the audit log. Add the keys again with `aiproxy provider add`.",
 		Example: "  openssl rand -base64 32 > new.key && aiproxy rekey --new-secret-key-file new.key",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -32,10 +36,22 @@ func newRekeyCmd(app *appContext) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&opts.NewSecretKeyFile, "new-secret-key-file", "", "file holding the new secret (base64 of 32 random bytes)")
+	c.Flags().BoolVar(&opts.Forget, "forget-provider-keys", false, "the secret is lost: delete every stored provider key (users, providers' settings, limits, usage stay); add the keys again after")
 	return c
 }
 
 func runRekey(ctx context.Context, app *appContext, stderr io.Writer, opts rekeyOptions) error {
+	if opts.Forget {
+		app.forgetKeys = true
+		if _, err := app.service(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "%d provider keys forgotten; %s seals the keys you add again with aiproxy provider add\n",
+			app.db.Forgotten(), app.db.SecretSource())
+		if opts.NewSecretKeyFile == "" {
+			return nil
+		}
+	}
 	if opts.NewSecretKeyFile == "" {
 		return fmt.Errorf("rekey: missing --new-secret-key-file FILE (see 'aiproxy rekey --help')")
 	}

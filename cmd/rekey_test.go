@@ -75,3 +75,29 @@ func TestRekeyCmd_ReplacesTheDefaultKeyFile(t *testing.T) {
 		t.Errorf("ProviderByHost after rekey: %d keys, %v; want the stored key", len(p.Keys), err)
 	}
 }
+
+// A lost secret is not the end: `rekey --forget-provider-keys` deletes the
+// provider keys it can no longer open and keeps everything else (users,
+// providers' settings); a new key file is made and keys added again work.
+func TestRekeyCmd_ForgetProviderKeysAfterALostSecret(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "aiproxy.db")
+	runOK(t, "--db", db, "provider", "add", "api.groq.com", "gsk_lost_secret_key_0123456789", "--alias", "groq")
+	key := strings.TrimSpace(runOK(t, "--db", db, "user", "create", "alice"))
+	if err := os.Remove(db + store.KeyFileSuffix); err != nil { // the secret is lost
+		t.Fatal(err)
+	}
+	checkFailed(t, run(t, "", "--db", db, "user", "list"), "")
+	r := run(t, "", "--db", db, "rekey", "--forget-provider-keys")
+	if r.Code != 0 || !strings.Contains(r.Err, "1 provider keys forgotten") {
+		t.Fatalf("rekey --forget-provider-keys: exit %d, stderr %q", r.Code, r.Err)
+	}
+	if out := runOK(t, "--db", db, "user", "list", "--json"); !strings.Contains(out, `"alice"`) {
+		t.Errorf("users after forgetting the keys: %s", out)
+	}
+	runOK(t, "--db", db, "provider", "add", "api.groq.com", "gsk_new_key_after_loss_0123456")
+	out := runOK(t, "--db", db, "provider", "list", "--json")
+	if !strings.Contains(out, `"alias": "groq"`) || !strings.Contains(out, `"keys": 1`) {
+		t.Errorf("provider after adding the key again: %s", out)
+	}
+	_ = key
+}

@@ -45,6 +45,9 @@ type appContext struct {
 	dbFlag  string // --db after configure
 	// secretKeyFile is --secret-key-file after configure.
 	secretKeyFile string
+	// forgetKeys opens the store deleting every provider key first
+	// (rekey --forget-provider-keys).
+	forgetKeys bool
 	// log receives the store's warnings; serve sets it before opening.
 	log *slog.Logger
 
@@ -376,6 +379,9 @@ func (a *appContext) storeOptions() []store.Option {
 		opts = append(opts, store.WithSecretKeyFile(a.secretKeyFile))
 	case ok:
 		opts = append(opts, store.WithSecretKey(text, "AIPROXY_SECRET_KEY"))
+	}
+	if a.forgetKeys {
+		opts = append(opts, store.WithForgottenProviderKeys())
 	}
 	return opts
 }

@@ -100,6 +100,11 @@ func openPostgres(ctx context.Context, dsn string, o options) (*DB, error) {
 			"database %s is PostgreSQL: give the secret that seals provider keys (AIPROXY_SECRET_KEY or --secret-key-file); "+
 				"no key file is made beside a DSN", shown))
 	}
+	if o.forget {
+		if err := d.forgetProviderKeys(ctx); err != nil {
+			return fail(err)
+		}
+	}
 	if err := d.openSecret(ctx, o.secret); err != nil {
 		return fail(err)
 	}

@@ -36,8 +36,10 @@ const BusyTimeout = 5 * time.Second
 
 // DB is an open aiproxy database.
 type DB struct {
-	sql  *sql.DB
-	path string
+	sql *sql.DB
+	// forgotten is how many provider keys Open deleted (forget.go).
+	forgotten int64
+	path      string
 	// real is path with every symbolic link resolved: the lock and the
 	// key file are named after it, so that two names of one file share them.
 	real  string
@@ -83,6 +85,7 @@ type Option func(*options)
 type options struct {
 	log    *slog.Logger
 	secret secretSource
+	forget bool // WithForgottenProviderKeys
 }
 
 // WithLogger makes Open log its warnings (a database file readable by
@@ -138,6 +141,12 @@ func open(ctx context.Context, path string, busyTimeout time.Duration, opts ...O
 	if err := checkWritable(ctx, sdb, busyTimeout); err != nil {
 		sdb.Close()
 		return nil, openError(path, err)
+	}
+	if o.forget {
+		if err := d.forgetProviderKeys(ctx); err != nil {
+			sdb.Close()
+			return nil, openError(path, err)
+		}
 	}
 	if err := d.openSecret(ctx, o.secret); err != nil {
 		sdb.Close()
