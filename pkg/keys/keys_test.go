@@ -125,8 +125,8 @@ func TestHash(t *testing.T) {
 		t.Errorf("Hash(%q) = %s, want %s", "abc", got, want)
 	}
 	a, b := keys.New(), keys.New()
-	if keys.Hash(a) != keys.Hash(a) {
-		t.Errorf("Hash is not deterministic")
+	if h1, h2 := keys.Hash(a), keys.Hash(strings.Clone(a)); h1 != h2 {
+		t.Errorf("Hash is not deterministic: %s then %s", h1, h2)
 	}
 	if keys.Hash(a) == keys.Hash(b) {
 		t.Errorf("Hash(%q) == Hash(%q)", a, b)

@@ -20,10 +20,12 @@ import (
 // KeySize is the size of a secret key in bytes.
 const KeySize = 32
 
+// version1 is the first byte of a value sealed in the format below.
+const version1 byte = 1
+
 const (
-	version1  byte = 1
-	nonceSize      = 12
-	tagSize        = 16
+	nonceSize = 12
+	tagSize   = 16
 	// Overhead is how many bytes sealing adds to a value.
 	Overhead = 1 + nonceSize + tagSize
 )
