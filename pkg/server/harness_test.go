@@ -27,7 +27,7 @@ import (
 // harness is one aiproxy in front of one fake upstream, on loopback, over a
 // real database file.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	db       *store.DB
 	svc      *admin.Service
 	rec      *usage.Recorder
@@ -66,7 +66,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newHarness(t *testing.T, o harnessOpts) *harness {
+func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "aiproxy.db"))
@@ -185,7 +185,7 @@ func (h *harness) stats(by string) []aiproxy.StatsRow {
 	return rows
 }
 
-func readAll(t *testing.T, res *http.Response) string {
+func readAll(t testing.TB, res *http.Response) string {
 	t.Helper()
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
