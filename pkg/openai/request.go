@@ -201,15 +201,34 @@ func InjectIncludeUsage(body []byte) ([]byte, bool) {
 // "llama-3.3-70b"). It reports false, and returns body as it is, when the
 // body has a problem or no string model.
 func ReplaceModel(body []byte, model string) ([]byte, bool) {
+	return Inspect(body).ReplaceModel(model)
+}
+
+// Request is a request body as InspectRequest reads it, kept with where
+// its parts are, so that it can be edited without being read again.
+type Request struct {
+	RequestInfo
+	body []byte
+	scan reqScan
+}
+
+// Inspect is InspectRequest keeping the body and where its model is.
+func Inspect(body []byte) Request {
 	r := scanRequest(body)
-	if r.info.Problem != "" || r.modelEnd == 0 {
-		return body, false
+	return Request{RequestInfo: r.info, body: body, scan: r}
+}
+
+// ReplaceModel is the package's ReplaceModel on the body r read, without
+// reading it again: what model routing adds to a request is the new body.
+func (r Request) ReplaceModel(model string) ([]byte, bool) {
+	if r.Problem != "" || r.scan.modelEnd == 0 {
+		return r.body, false
 	}
 	q, err := json.Marshal(model)
 	if err != nil {
-		return body, false
+		return r.body, false
 	}
-	return splice(body, r.modelVal, r.modelEnd, string(q)), true
+	return splice(r.body, r.scan.modelVal, r.scan.modelEnd, string(q)), true
 }
 
 // splice returns a new slice: s with s[i:j] replaced by ins.

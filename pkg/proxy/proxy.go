@@ -236,9 +236,10 @@ type exchange struct {
 	// Set before the round trip, read by the hooks.
 	target  *url.URL
 	prov    aiproxy.Provider
-	keys    []string // the usable provider keys, in the order to try them
-	key     string   // the provider key in use
-	body    []byte   // the inspected body, when it was read
+	keys    []string       // the usable provider keys, in the order to try them
+	key     string         // the provider key in use
+	body    []byte         // the inspected body, when it was read
+	req     openai.Request // body as it was read, to edit it without reading it again
 	reqBody *clientBody
 	strip   bool // aiproxy asked for usage: take it out of the answer
 	cancel  context.CancelFunc

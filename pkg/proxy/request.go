@@ -39,7 +39,7 @@ func (p *Proxy) routeModel(ctx context.Context, x *exchange, model, escaped stri
 	if err != nil {
 		return aiproxy.Provider{}, escaped, false
 	}
-	body, ok := openai.ReplaceModel(x.body, rest)
+	body, ok := x.req.ReplaceModel(rest)
 	if !ok {
 		return aiproxy.Provider{}, escaped, false
 	}
@@ -166,7 +166,8 @@ func (p *Proxy) readBody(r *http.Request, x *exchange) (openai.RequestInfo, erro
 		return openai.RequestInfo{}, aiproxy.Errorf(aiproxy.EINVALID, "could not read the request body")
 	}
 	x.body = buf
-	info := openai.InspectRequest(buf)
+	x.req = openai.Inspect(buf)
+	info := x.req.RequestInfo
 	if x.metered && info.Problem != "" {
 		return info, aiproxy.Errorf(aiproxy.EINVALID, "aiproxy cannot read the request body unambiguously: %s", info.Problem)
 	}
