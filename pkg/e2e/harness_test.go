@@ -403,6 +403,20 @@ var client = &http.Client{
 	},
 }
 
+// loadClient is the load generator's: one connection per request, closed
+// after it. With a pool, Go's transport dials a spare connection when every
+// pooled one is busy and parks it unused; serve's graceful stop then waits
+// (up to 5 s, net/http's rule for a connection that never sent a request)
+// for a connection no request will ever come on.
+var loadClient = &http.Client{
+	Timeout: 30 * time.Second,
+	Transport: &http.Transport{
+		Proxy:             nil,
+		DialContext:       (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		DisableKeepAlives: true,
+	},
+}
+
 // reply is one HTTP answer.
 type reply struct {
 	status int
@@ -413,13 +427,22 @@ type reply struct {
 // proxied sends one chat completion through aiproxy at addr with key,
 // asking the fake upstream for mode.
 func proxied(ctx context.Context, addr, key, mode string) (reply, error) {
-	return send(ctx, "POST", "http://"+addr+"/v1/chat/completions",
+	return proxiedWith(ctx, client, addr, key, mode)
+}
+
+// proxiedWith is proxied through c.
+func proxiedWith(ctx context.Context, c *http.Client, addr, key, mode string) (reply, error) {
+	return sendWith(ctx, c, "POST", "http://"+addr+"/v1/chat/completions",
 		`{"model":"gpt-fake","messages":[{"role":"user","content":"hi"}]}`,
 		map[string]string{"Authorization": "Bearer " + key, "X-Host-Final": fakeHost, "X-Fake-Mode": mode,
 			"Content-Type": "application/json"})
 }
 
 func send(ctx context.Context, method, url, body string, hdr map[string]string) (reply, error) {
+	return sendWith(ctx, client, method, url, body, hdr)
+}
+
+func sendWith(ctx context.Context, c *http.Client, method, url, body string, hdr map[string]string) (reply, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		return reply{}, err
@@ -428,7 +451,7 @@ func send(ctx context.Context, method, url, body string, hdr map[string]string) 
 		req.Header.Set(k, v)
 	}
 	start := time.Now()
-	res, err := client.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return reply{}, err
 	}

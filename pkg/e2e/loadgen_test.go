@@ -46,7 +46,7 @@ func startLoad(addr, key string, workers, rate int) *loadGen {
 				// In-flight requests end on their own at stop, so that each
 				// one that answered is counted.
 				rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-				r, err := proxied(rctx, *g.addr.Load(), key, "ok")
+				r, err := proxiedWith(rctx, loadClient, *g.addr.Load(), key, "ok")
 				rcancel()
 				if err == nil && r.status == http.StatusOK {
 					g.ok.Add(1)
