@@ -217,7 +217,14 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	cfg.Proxy.Metrics = m
 	// Startup loads finish even when a signal is already pending.
 	loadCtx := context.WithoutCancel(ctx)
-	lim, err := limits.New(loadCtx, app.db, time.Now, limits.WithDefaultReserve(cfg.DefaultReserve))
+	limOpts := []limits.Option{limits.WithDefaultReserve(cfg.DefaultReserve)}
+	// On PostgreSQL every instance keeps its limited users' counters in the
+	// database, so that limits hold across all of them (CONTRACT section 8).
+	if ledger := app.db.NewLedger(0); ledger != nil {
+		defer ledger.Close()
+		limOpts = append(limOpts, limits.WithLedger(ledger))
+	}
+	lim, err := limits.New(loadCtx, app.db, time.Now, limOpts...)
 	if err != nil {
 		return fmt.Errorf("limits: %v", err)
 	}

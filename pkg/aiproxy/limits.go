@@ -330,3 +330,42 @@ func resetsAt(p Period, now time.Time) *time.Time {
 	t := p.Reset(now)
 	return &t
 }
+
+// LimitState is what a store shared by several serve processes holds of one
+// limited user's counters (CONTRACT section 8), read under the user's lock
+// before a reservation.
+type LimitState struct {
+	// Window is the requests and tokens counted in each of the last 60
+	// seconds (for --rpm and --tpm), oldest first.
+	Window []WindowCount
+	// Inflight is the requests reserved and not yet settled or released.
+	Inflight int64
+	// Tokens and Spend are the token and spend budgets' counters in the
+	// periods the reservation asked for.
+	Tokens, Spend BudgetUse
+}
+
+// WindowCount is what one second of a sliding window counted.
+type WindowCount struct {
+	Sec      int64 // Unix seconds
+	Requests int64
+	Tokens   int64
+}
+
+// BudgetUse is one budget's counters in its current period: what settled
+// requests were charged, and what requests in flight hold.
+type BudgetUse struct {
+	Used     int64
+	Reserved int64
+}
+
+// Hold is one reservation as a shared store keeps it until it is settled
+// or released.
+type Hold struct {
+	Sec      int64 // the second it was taken (Unix), for the windows
+	Tokens   int64 // total tokens reserved
+	MicroUSD int64 // micro-dollars reserved
+	// TokensStart and SpendStart are the starts of the budget periods it
+	// counts against; nil for a budget that is not set.
+	TokensStart, SpendStart *time.Time
+}

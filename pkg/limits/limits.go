@@ -30,6 +30,7 @@ import (
 	"reflect"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
@@ -48,6 +49,27 @@ type Source interface {
 	// after since were charged against their budgets.
 	ChargedSince(ctx context.Context, since time.Time) (map[int64]aiproxy.Charged, error)
 }
+
+// Ledger keeps limited users' counters in a database that several serve
+// processes share (PostgreSQL: *store.Ledger). With one, the limiter keeps
+// no counters of its own: each reservation reads the user's counters under
+// the user's lock in the database, runs the same check as in memory, and
+// stores its hold there.
+type Ledger interface {
+	// Reserve calls take with user userID's counters at now, for the token
+	// and spend budget periods starting at tokensStart and spendStart (nil:
+	// not set), under the user's lock, and stores take's hold when it
+	// returns ok.
+	Reserve(ctx context.Context, userID int64, now time.Time, tokensStart, spendStart *time.Time,
+		take func(aiproxy.LimitState) (aiproxy.Hold, bool)) (id int64, err error)
+	// Settle marks hold id settled with what its request was charged.
+	Settle(ctx context.Context, id int64, charged aiproxy.Charged) error
+	// Release gives back everything hold id reserved.
+	Release(ctx context.Context, id int64) error
+}
+
+// ledgerTimeout bounds each call to the Ledger.
+const ledgerTimeout = 10 * time.Second
 
 // DefaultReserve is the number of output tokens reserved for a request
 // that names no maximum (serve --default-reserve).
@@ -69,9 +91,16 @@ func WithDefaultReserve(n int64) Option {
 	}
 }
 
+// WithLedger keeps the counters in a shared database instead of memory
+// (serve on PostgreSQL). A nil ledger keeps them in memory.
+func WithLedger(ld Ledger) Option {
+	return func(l *Limiter) { l.ledger = ld }
+}
+
 // Limiter holds every limited user's counters.
 type Limiter struct {
 	src            Source
+	ledger         Ledger // nil: counters in memory
 	now            func() time.Time
 	defaultReserve int64
 
@@ -142,6 +171,9 @@ type Request struct {
 // model), EQUOTA (a token or spend budget, until its period resets) and
 // ELIMIT (--rpm, --tpm, --concurrent); any other error is internal.
 func (l *Limiter) Reserve(req Request) (*Reservation, error) {
+	if l.ledger != nil {
+		return l.reserveShared(req)
+	}
 	u, err := l.user(req.UserID)
 	if u == nil || err != nil {
 		return nil, err
@@ -260,12 +292,14 @@ func (l *Limiter) reload(ctx context.Context, v int64) error {
 		}
 		return nil
 	}
-	if err := need(defaults); err != nil {
-		return err
-	}
-	for _, lim := range own {
-		if err := need(lim); err != nil {
+	if l.ledger == nil { // a ledger keeps what was used itself
+		if err := need(defaults); err != nil {
 			return err
+		}
+		for _, lim := range own {
+			if err := need(lim); err != nil {
+				return err
+			}
 		}
 	}
 	l.mu.Lock()
@@ -542,6 +576,78 @@ func (u *user) reserve(l *Limiter, req Request, now time.Time) (*Reservation, er
 	return r, nil
 }
 
+// reserveShared is Reserve with the counters in the ledger: the user's
+// counters are read into a user of their own, which reserve checks and
+// takes from as it does in memory; what it took is stored as a hold.
+func (l *Limiter) reserveShared(req Request) (*Reservation, error) {
+	if err := l.sync(); err != nil {
+		return nil, err
+	}
+	l.mu.RLock()
+	lim := l.limitsOf(req.UserID)
+	l.mu.RUnlock()
+	if lim.Empty() {
+		return nil, nil
+	}
+	now := l.now()
+	var tokStart, usdStart *time.Time
+	if lim.Tokens != nil {
+		s := lim.Tokens.Period.Start(now)
+		tokStart = &s
+	}
+	if lim.Spend != nil {
+		s := lim.Spend.Period.Start(now)
+		usdStart = &s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	defer cancel()
+	var r *Reservation
+	var refusal error
+	id, err := l.ledger.Reserve(ctx, req.UserID, now, tokStart, usdStart, func(st aiproxy.LimitState) (aiproxy.Hold, bool) {
+		u := sharedUser(lim, st, now)
+		r, refusal = u.reserve(l, req, now)
+		if r == nil {
+			return aiproxy.Hold{}, false
+		}
+		h := aiproxy.Hold{Sec: r.sec, Tokens: r.tokens, MicroUSD: r.usd}
+		if u.tokens.on {
+			h.TokensStart = tokStart
+		}
+		if u.spend.on {
+			h.SpendStart = usdStart
+		}
+		return h, true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if refusal != nil || r == nil {
+		return nil, refusal
+	}
+	r.u, r.ledger, r.id = nil, l.ledger, id
+	return r, nil
+}
+
+// sharedUser is a user whose counters are st, the ledger's, at now.
+func sharedUser(lim *aiproxy.Limits, st aiproxy.LimitState, now time.Time) *user {
+	u := &user{lim: lim, inflight: st.Inflight}
+	for _, w := range st.Window {
+		u.reqs.add(w.Sec, w.Requests)
+		u.toks.add(w.Sec, w.Tokens)
+	}
+	if lim.Tokens != nil {
+		p := lim.Tokens.Period
+		u.tokens = budget{on: true, limit: lim.Tokens.Limit, period: p, start: p.Start(now), reset: p.Reset(now),
+			used: st.Tokens.Used, reserved: st.Tokens.Reserved}
+	}
+	if lim.Spend != nil {
+		p := lim.Spend.Period
+		u.spend = budget{on: true, limit: microUSD(lim.Spend.LimitUSD), period: p, start: p.Start(now), reset: p.Reset(now),
+			used: st.Spend.Used, reserved: st.Spend.Reserved}
+	}
+	return u
+}
+
 // quota is the refusal of a budget b that cannot hold need more.
 func (u *user) quota(now time.Time, h headers, what string, need int64, format func(int64) string, b *budget) *Refusal {
 	when := "it never resets (a total budget): ask the admin to raise it"
@@ -638,6 +744,11 @@ type Reservation struct {
 	priced   bool
 	hdr      headers
 	done     bool // guarded by u.mu
+
+	// With the counters in a ledger: u is nil, and the hold is id.
+	ledger     Ledger
+	id         int64
+	ledgerDone atomic.Bool
 }
 
 // Headers sets OpenAI's x-ratelimit-* headers on h: the -requests trio
@@ -674,6 +785,12 @@ func (r *Reservation) Settle(promptTokens, completionTokens, cachedTokens *int64
 			ch.MicroUSD = microUSD(r.price.Cost(p, cached, c))
 		}
 	}
+	if r.ledger != nil {
+		if !r.ledgerDone.Swap(true) {
+			r.ledgerCall(func(ctx context.Context) error { return r.ledger.Settle(ctx, r.id, ch) })
+		}
+		return ch
+	}
 	u := r.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -700,6 +817,12 @@ func (r *Reservation) Release() {
 	if r == nil {
 		return
 	}
+	if r.ledger != nil {
+		if !r.ledgerDone.Swap(true) {
+			r.ledgerCall(func(ctx context.Context) error { return r.ledger.Release(ctx, r.id) })
+		}
+		return
+	}
 	u := r.u
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -716,6 +839,14 @@ func (r *Reservation) Release() {
 	if u.spend.on && u.spend.epoch == r.usdEpoch {
 		u.spend.reserved -= r.usd
 	}
+}
+
+// ledgerCall runs a settlement or release in the ledger; the ledger keeps
+// one that failed and retries it (store.Ledger).
+func (r *Reservation) ledgerCall(fn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	defer cancel()
+	_ = fn(ctx)
 }
 
 func deref(p *int64) int64 {

@@ -3,6 +3,7 @@ package limits_test
 import (
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/limits"
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
 	"github.com/aiproxy/aiproxy/pkg/store"
 )
 
@@ -45,15 +47,35 @@ type env struct {
 	clock *clock
 }
 
+// The limiter's tests run against SQLite, with the counters in memory, and
+// with AIPROXY_TEST_STORE=postgres against PostgreSQL with the counters in
+// the database (store.Ledger), as serve keeps them there: the same
+// promises hold for both.
+//
+//	AIPROXY_TEST_STORE=postgres go test ./pkg/limits
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+var testPostgres = os.Getenv("AIPROXY_TEST_STORE") == "postgres"
+
+// testSecret is the secret of a PostgreSQL store (base64 of 32 bytes).
+const testSecret = "bGltaXRzIHRlc3Qgc2VjcmV0IGtleSwgMzIgYnl0ZXM="
+
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "aiproxy.db")
+	if testPostgres {
+		path = pgtest.NewDatabase(t)
+	}
 	return &env{t: t, path: path, db: open(t, path), clock: &clock{t: t0}}
 }
 
 func open(t testing.TB, path string) *store.DB {
 	t.Helper()
-	d, err := store.Open(t.Context(), path)
+	var opts []store.Option
+	if store.IsPostgres(path) {
+		opts = append(opts, store.WithSecretKey(testSecret, "AIPROXY_SECRET_KEY"))
+	}
+	d, err := store.Open(t.Context(), path, opts...)
 	if err != nil {
 		t.Fatalf("Open(%q) error = %v", path, err)
 	}
@@ -99,8 +121,14 @@ func (e *env) request() {
 	e.db.UserByKeyHash(context.Background(), "no-such-key")
 }
 
+// limiter is a serve's limiter: on PostgreSQL, with its counters in the
+// database, as one instance of several.
 func (e *env) limiter(opts ...limits.Option) *limits.Limiter {
 	e.t.Helper()
+	if ld := e.db.NewLedger(0); ld != nil {
+		e.t.Cleanup(ld.Close)
+		opts = append(opts, limits.WithLedger(ld))
+	}
 	e.request()
 	l, err := limits.New(e.t.Context(), e.db, e.clock.Now, opts...)
 	if err != nil {

@@ -106,26 +106,27 @@ func (d *DB) LimitsVersion(context.Context) (int64, error) {
 // refusals, upstream errors) were charged nothing. Days folded into
 // usage_daily by the retention count with their totals.
 func (d *DB) ChargedSince(ctx context.Context, since time.Time) (map[int64]aiproxy.Charged, error) {
-	return d.chargedSince(ctx, since, nil)
+	return d.chargedSince(ctx, d.sql, since, nil)
 }
 
 // UserChargedSince is ChargedSince for one user.
 func (d *DB) UserChargedSince(ctx context.Context, userID int64, since time.Time) (aiproxy.Charged, error) {
-	m, err := d.chargedSince(ctx, since, &userID)
+	m, err := d.chargedSince(ctx, d.sql, since, &userID)
 	return m[userID], err
 }
 
-func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (map[int64]aiproxy.Charged, error) {
+// chargedSince reads through q: the pool, or a transaction in progress.
+func (d *DB) chargedSince(ctx context.Context, q queryer, since time.Time, userID *int64) (map[int64]aiproxy.Charged, error) {
 	var where string
 	args := []any{ms(since)}
 	if userID != nil {
 		where = " AND user_id = ?"
 		args = append(args, *userID)
 	}
-	q := `SELECT user_id, COALESCE(SUM(COALESCE(charged_tokens, total_tokens, 0)), 0) AS t,
+	query := `SELECT user_id, COALESCE(SUM(COALESCE(charged_tokens, total_tokens, 0)), 0) AS t,
 			COALESCE(SUM(COALESCE(charged_micro_usd, cost_micro_usd, 0)), 0) AS c
 		FROM usage WHERE ts >= ? AND (status < 400 OR charged_tokens IS NOT NULL OR charged_micro_usd IS NOT NULL)` + where + ` GROUP BY user_id`
-	daily, err := d.hasTable(ctx, "usage_daily")
+	daily, err := d.hasTable(ctx, q, "usage_daily")
 	if err != nil {
 		return nil, err
 	}
@@ -134,12 +135,12 @@ func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (
 		// periods do. Its totals hold its error rows' tokens, and not the
 		// charge of a request whose usage was unknown: close enough for
 		// days older than the retention, which only a total budget reaches.
-		q = `SELECT user_id, SUM(t), SUM(c) FROM (` + q + ` UNION ALL
+		query = `SELECT user_id, SUM(t), SUM(c) FROM (` + query + ` UNION ALL
 			SELECT user_id, COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost_micro_usd), 0)
 			FROM usage_daily WHERE day >= ?` + where + ` GROUP BY user_id) AS s GROUP BY user_id`
 		args = append(args, args...)
 	}
-	rows, err := d.sql.QueryContext(ctx, q, args...)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, dbError(err)
 	}
@@ -158,13 +159,23 @@ func (d *DB) chargedSince(ctx context.Context, since time.Time, userID *int64) (
 
 // hasTable reports whether the schema has table name: usage_daily comes
 // with a migration that may be missing from an older schema.
-func (d *DB) hasTable(ctx context.Context, name string) (bool, error) {
-	q := "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?"
+func (d *DB) hasTable(ctx context.Context, q queryer, name string) (bool, error) {
+	query := "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?"
 	if d.pg {
-		q = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+		query = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
 	}
+	rows, err := q.QueryContext(ctx, query, name)
+	if err != nil {
+		return false, dbError(err)
+	}
+	defer rows.Close()
 	var n int
-	err := d.sql.QueryRowContext(ctx, q, name).Scan(&n)
+	if rows.Next() {
+		err = rows.Scan(&n)
+	}
+	if err == nil {
+		err = rows.Err()
+	}
 	return n > 0, dbError(err)
 }
 

@@ -1,0 +1,38 @@
+-- PostgreSQL only: the counters of limited users, shared by every serve
+-- process on this database (CONTRACT section 8), so that limits and budgets
+-- hold across all instances together. SQLite has one serve per file, which
+-- keeps these counters in memory (pkg/limits).
+--
+-- limit_holds: one row per request of a limited user. Unsettled, it is the
+-- request's reservation: a concurrency slot, and the most it may cost
+-- (tokens, micro_usd) against the budget periods starting at tokens_start
+-- and spend_start. Settled, tokens and micro_usd are what it was charged,
+-- and the row stays while its second (sec) is inside the 60 s window of
+-- --rpm and --tpm. An unsettled row whose lease ran out belongs to an
+-- instance that died: the next reservation of the user deletes it, so a
+-- crash never locks a user out. lease_until is in the database's clock.
+CREATE TABLE limit_holds (
+    id           BIGSERIAL PRIMARY KEY,
+    user_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    instance     TEXT   NOT NULL,
+    sec          BIGINT NOT NULL,
+    tokens       BIGINT NOT NULL,
+    micro_usd    BIGINT NOT NULL,
+    tokens_start BIGINT,
+    spend_start  BIGINT,
+    settled      BOOLEAN NOT NULL DEFAULT false,
+    lease_until  BIGINT NOT NULL
+);
+CREATE INDEX limit_holds_user ON limit_holds (user_id);
+CREATE INDEX limit_holds_instance ON limit_holds (instance) WHERE NOT settled;
+
+-- limit_used: what each user was charged in the current period of a budget
+-- (kind 'tokens' or 'spend'), seeded from the usage rows when the period's
+-- first reservation creates it, then added to by every settlement.
+CREATE TABLE limit_used (
+    user_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind         TEXT   NOT NULL CHECK (kind IN ('tokens', 'spend')),
+    period_start BIGINT NOT NULL,
+    used         BIGINT NOT NULL,
+    PRIMARY KEY (user_id, kind)
+);
