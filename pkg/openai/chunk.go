@@ -26,8 +26,8 @@ type envelope struct {
 	Usage usageValue `json:"usage"`
 }
 
-// walkChunk reads the JSON object p with encoding/json. It reports false when
-// p is not one well-formed object.
+// walkChunk reads the JSON object p. It reports false when p is not one
+// well-formed object (as encoding/json reads it).
 func walkChunk(p []byte) (chunk, bool) {
 	var c chunk
 	// The "usage":null member, as the index of the member, its key, the end
@@ -38,33 +38,29 @@ func walkChunk(p []byte) (chunk, bool) {
 		if idx == nullIdx+1 && nullIdx >= 0 {
 			nextKey = m.keyStart
 		}
-		var v any
-		switch m.name {
+		// The UnmarshalJSON methods here never fail.
+		switch v := m.value(); string(m.key) {
 		case "usage":
 			c.usages++
-			v = &c.usage
+			_ = c.usage.UnmarshalJSON(v)
+			if c.usage.kind == 'n' {
+				nullIdx, nullKey, nullEnd, nullPrev, nextKey = idx, m.keyStart, m.end, prevEnd, -1
+			}
 		case "model":
-			v = &c.model
+			_ = c.model.UnmarshalJSON(v)
 		case "type":
-			v = &c.typ
+			_ = c.typ.UnmarshalJSON(v)
 		case "x_groq":
-			v = &c.groq
+			_ = c.groq.UnmarshalJSON(v)
 		case "message":
-			v = &c.message
+			_ = c.message.UnmarshalJSON(v)
 		case "response":
-			v = &c.response
-		}
-		start, end, err := m.decode(v)
-		switch {
-		case err != nil:
-			return err
-		case m.name == "choices":
+			_ = c.response.UnmarshalJSON(v)
+		case "choices":
 			c.choices = true
-			c.choicesEmpty = p[start] == '[' && skipWS(p, start+1) == end-1
-		case m.name == "usage" && c.usage.kind == 'n':
-			nullIdx, nullKey, nullEnd, nullPrev, nextKey = idx, m.keyStart, end, prevEnd, -1
+			c.choicesEmpty = v[0] == '[' && skipWS(v, 1) == len(v)-1
 		}
-		prevEnd = end
+		prevEnd = m.end
 		idx++
 		return nil
 	})

@@ -4,6 +4,7 @@
 // response through unchanged while they pick up its usage, optionally
 // removing what the injection added to a stream.
 //
-// JSON is read with encoding/json: a json.Decoder walks the top-level members
-// of an object (object.go) and skips the values nobody asked for.
+// JSON is read as encoding/json reads it: json.Valid checks an object, then
+// a walk that only finds where keys and values end goes over its top-level
+// members (object.go), and encoding/json decodes the few values asked for.
 package openai

@@ -4,80 +4,135 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"unicode/utf8"
 )
 
-var errNotObject = errors.New("not a JSON object")
+var (
+	errNotObject = errors.New("not a JSON object")
+	errInvalid   = errors.New("not valid JSON")
+)
 
 // field is one top-level "key": value pair met by members.
 type field struct {
-	name     string // decoded, as encoding/json decodes it
-	keyStart int    // where the key's opening quote is
-	b        []byte
-	dec      *json.Decoder
-	read     bool
+	key        []byte // as encoding/json decodes it: the raw key unless it has escapes or invalid UTF-8
+	keyStart   int    // where the key's opening quote is
+	start, end int    // where the value is
+	b          []byte
 }
 
-// decode reads the field's value into v (nil: into skip) and returns where
-// the value starts and ends in the object's bytes.
-func (m *field) decode(v any) (start, end int, err error) {
-	if v == nil {
-		v = &skip{}
-	}
-	afterKey := int(m.dec.InputOffset())
-	m.read = true
-	if err := m.dec.Decode(v); err != nil {
-		return 0, 0, err
-	}
-	start = skipWS(m.b, afterKey) + 1 // past the colon
-	return skipWS(m.b, start), int(m.dec.InputOffset()), nil
+// name is the key as a string (for messages).
+func (m *field) name() string { return string(m.key) }
+
+// value returns the field's value, as encoding/json hands it to an
+// Unmarshaler.
+func (m *field) value() []byte { return m.b[m.start:m.end] }
+
+// decode reads the field's value into v, as json.Unmarshal would call it,
+// and returns where the value starts and ends in the object's bytes.
+func (m *field) decode(v json.Unmarshaler) (start, end int, err error) {
+	return m.start, m.end, v.UnmarshalJSON(m.value())
 }
 
 // members calls f for each top-level field of the JSON object b, in order.
-// f may decode the field's value once; a value it leaves is skipped. It
-// returns the index just after the object's '{', and an error when b is not
-// one JSON object (white space around it aside) or f returned one.
+// It returns the index just after the object's '{', and an error when b is
+// not one JSON object (white space around it aside) or f returned one.
+//
+// b is checked with json.Valid, which allocates nothing and accepts exactly
+// what encoding/json decodes; the walk that follows then only has to find
+// where keys and values end.
 func members(b []byte, f func(m *field) error) (int, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil {
-		return 0, err
-	} else if t != json.Delim('{') {
+	if !json.Valid(b) {
+		return 0, errInvalid
+	}
+	i := skipWS(b, 0)
+	if b[i] != '{' {
 		return 0, errNotObject
 	}
-	open := int(dec.InputOffset())
-	for dec.More() {
-		start := skipWS(b, int(dec.InputOffset()))
-		if start < len(b) && b[start] == ',' {
-			start = skipWS(b, start+1)
-		}
-		t, err := dec.Token()
-		if err != nil {
-			return 0, err
-		}
-		key, _ := t.(string) // the decoder allows nothing else here
-		m := field{name: key, keyStart: start, b: b, dec: dec}
-		if err := f(&m); err != nil {
-			return 0, err
-		}
-		if !m.read {
-			if _, _, err := m.decode(nil); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return 0, err
-	}
-	if skipWS(b, int(dec.InputOffset())) != len(b) {
-		return 0, errNotObject
-	}
-	return open, nil
+	return i + 1, validMembers(b, i, f)
 }
 
-// skip is a value decoded for nothing. The decoder hands UnmarshalJSON a
-// slice of its own buffer, so skipping copies nothing more.
-type skip struct{}
+// validMembers is members over the object at b[open], which json.Valid has
+// checked.
+func validMembers(b []byte, open int, f func(m *field) error) error {
+	i := skipWS(b, open+1)
+	if b[i] == '}' {
+		return nil
+	}
+	for {
+		ke := skipString(b, i)
+		m := field{key: b[i+1 : ke-1], keyStart: i, b: b}
+		if !plainString(m.key) {
+			var k string
+			_ = json.Unmarshal(b[i:ke], &k) // valid: it cannot fail
+			m.key = []byte(k)
+		}
+		m.start = skipWS(b, skipWS(b, ke)+1) // past the colon
+		m.end = skipValue(b, m.start)
+		if err := f(&m); err != nil {
+			return err
+		}
+		i = skipWS(b, m.end)
+		if b[i] == '}' {
+			return nil
+		}
+		i = skipWS(b, i+1) // past the comma
+	}
+}
 
-func (*skip) UnmarshalJSON([]byte) error { return nil }
+// plainString reports whether the inside of a valid JSON string decodes to
+// itself: no escapes, valid UTF-8.
+func plainString(s []byte) bool {
+	return bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s)
+}
+
+// skipString returns the index after the valid JSON string at b[i].
+func skipString(b []byte, i int) int {
+	for i++; ; {
+		i += bytes.IndexByte(b[i:], '"')
+		k := i
+		for b[k-1] == '\\' { // the opening quote stops this
+			k--
+		}
+		if (i-k)%2 == 0 { // not escaped
+			return i + 1
+		}
+		i++
+	}
+}
+
+// skipValue returns the index after the valid JSON value at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	}
+	// A number or a literal: it ends where the object or array does, at
+	// a comma, or at white space.
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
+}
 
 // kind is the first byte of a JSON value: '{', '[', '"', 't', 'f', 'n', or
 // that of a number.
@@ -96,7 +151,11 @@ type str struct {
 
 func (v *str) UnmarshalJSON(b []byte) error {
 	*v = str{}
-	if b[0] == '"' {
+	switch {
+	case b[0] != '"':
+	case plainString(b[1 : len(b)-1]):
+		v.s, v.ok = string(b[1:len(b)-1]), true
+	default:
 		v.ok = json.Unmarshal(b, &v.s) == nil
 	}
 	return nil

@@ -1,9 +1,10 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -44,7 +45,7 @@ type reqScan struct {
 }
 
 // InspectRequest reads the top-level "model", "stream" and
-// "stream_options.include_usage" of a JSON request body, with encoding/json,
+// "stream_options.include_usage" of a JSON request body, as encoding/json reads them,
 // and checks the body as RequestInfo.Problem says.
 func InspectRequest(body []byte) RequestInfo {
 	return scanRequest(body).info
@@ -55,9 +56,6 @@ func scanRequest(body []byte) reqScan {
 	if !utf8.Valid(body) {
 		return reqScan{info: RequestInfo{Problem: "request body is not valid UTF-8"}}
 	}
-	if !json.Valid(body) {
-		return reqScan{info: RequestInfo{Problem: "request body is not valid JSON"}}
-	}
 	var r reqScan
 	var models, streams, options int
 	problem := func(format string, a ...any) {
@@ -66,51 +64,47 @@ func scanRequest(body []byte) reqScan {
 		}
 	}
 	open, err := members(body, func(m *field) error {
-		var err error
-		switch m.name {
+		switch string(m.key) {
 		case "model":
 			models++
 			var v str
-			r.modelVal, r.modelEnd, err = m.decode(&v)
+			_ = v.UnmarshalJSON(m.value())
+			r.modelVal, r.modelEnd = m.start, m.end
 			if r.info.Model = v.s; !v.ok {
 				problem(`"model" is not a string`)
 			}
 		case "stream":
 			streams++
-			var k kind
-			_, _, err = m.decode(&k)
+			k := m.value()[0]
 			if r.info.Stream = k == 't'; k != 't' && k != 'f' && k != 'n' {
 				problem(`"stream" is not a boolean`)
 			}
 		case "stream_options":
 			options++
-			r.optVal, r.optEnd, err = m.decode(&r.opt)
+			r.opt, r.optVal, r.optEnd = kind(m.value()[0]), m.start, m.end
 			switch r.opt {
 			case '{':
-				r.streamOptions(body[r.optVal:r.optEnd], problem)
+				r.streamOptions(body, problem)
 			case 'n':
 				r.optMembers, r.incs, r.info.IncludeUsage = 0, 0, false
 			default:
 				problem(`"stream_options" is not an object`)
 			}
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
-			var n json.Number
-			if _, _, err = m.decode(&n); err != nil {
-				err = nil // not a number: the upstream will say so
-			} else if v, e := n.Int64(); e == nil && v > r.info.MaxTokens {
+			if v := maxTokens(m.value()); v > r.info.MaxTokens {
 				r.info.MaxTokens = v
 			}
 		default:
-			if k := foldsTo(m.name, "model", "stream", "stream_options"); k != "" {
-				problem("ambiguous key %q (keys are case-sensitive)", m.name)
+			if k := foldsTo(m.key, "model", "stream", "stream_options"); k != "" {
+				problem("ambiguous key %q (keys are case-sensitive)", m.name())
 			}
 		}
-		return err
+		return nil
 	})
 	switch {
 	case err == errNotObject:
 		return reqScan{info: RequestInfo{Problem: "request body is not a JSON object"}}
-	case err != nil: // json.Valid said it was
+	case err != nil:
 		return reqScan{info: RequestInfo{Problem: "request body is not valid JSON"}}
 	}
 	for _, d := range []struct {
@@ -128,32 +122,50 @@ func scanRequest(body []byte) reqScan {
 	return r
 }
 
-// streamOptions reads the stream_options object b.
-func (r *reqScan) streamOptions(b []byte, problem func(string, ...any)) {
+// streamOptions reads the stream_options object at body[r.optVal].
+func (r *reqScan) streamOptions(body []byte, problem func(string, ...any)) {
 	r.optMembers, r.incs, r.info.IncludeUsage = 0, 0, false
-	_, _ = members(b, func(m *field) error {
+	_ = validMembers(body, r.optVal, func(m *field) error {
 		r.optMembers++
-		if m.name != "include_usage" {
-			if foldsTo(m.name, "include_usage") != "" {
-				problem("ambiguous key %q (keys are case-sensitive)", "stream_options."+m.name)
+		if string(m.key) != "include_usage" {
+			if foldsTo(m.key, "include_usage") != "" {
+				problem("ambiguous key %q (keys are case-sensitive)", "stream_options."+m.name())
 			}
 			return nil
 		}
 		r.incs++
-		var k kind
-		start, end, err := m.decode(&k)
-		r.incVal, r.incEnd = r.optVal+start, r.optVal+end
-		r.info.IncludeUsage = k == 't'
-		return err
+		r.incVal, r.incEnd = m.start, m.end
+		r.info.IncludeUsage = m.value()[0] == 't'
+		return nil
 	})
+}
+
+// maxTokens reads a max_tokens value as encoding/json decodes it into a
+// json.Number and Int64 reads that: an integer, or a string holding one;
+// anything else is 0.
+func maxTokens(v []byte) int64 {
+	switch c := v[0]; {
+	case c == '-' || '0' <= c && c <= '9':
+		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+			return n
+		}
+	case c == '"':
+		var n json.Number
+		if json.Unmarshal(v, &n) == nil {
+			if i, err := n.Int64(); err == nil {
+				return i
+			}
+		}
+	}
+	return 0
 }
 
 // foldsTo returns the name that key equals ignoring case, as encoding/json
 // matches struct fields (a Go upstream reads "Stream" as "stream"; others
 // do not); "" when there is none.
-func foldsTo(key string, names ...string) string {
+func foldsTo(key []byte, names ...string) string {
 	for _, n := range names {
-		if strings.EqualFold(key, n) {
+		if bytes.EqualFold(key, []byte(n)) {
 			return n
 		}
 	}
