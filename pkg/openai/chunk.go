@@ -34,7 +34,7 @@ func walkChunk(p []byte) (chunk, bool) {
 	// of its value, the end of the member before it, and the key after it.
 	nullIdx, nullKey, nullEnd, nullPrev, nextKey := -1, 0, 0, -1, -1
 	prevEnd, idx := -1, 0
-	_, err := members(p, func(m *field) error {
+	_, err := members(p, func(m field) error {
 		if idx == nullIdx+1 && nullIdx >= 0 {
 			nextKey = m.keyStart
 		}

@@ -40,7 +40,7 @@ func (m *field) decode(v json.Unmarshaler) (start, end int, err error) {
 // b is checked with json.Valid, which allocates nothing and accepts exactly
 // what encoding/json decodes; the walk that follows then only has to find
 // where keys and values end.
-func members(b []byte, f func(m *field) error) (int, error) {
+func members(b []byte, f func(m field) error) (int, error) {
 	if !json.Valid(b) {
 		return 0, errInvalid
 	}
@@ -53,7 +53,7 @@ func members(b []byte, f func(m *field) error) (int, error) {
 
 // validMembers is members over the object at b[open], which json.Valid has
 // checked.
-func validMembers(b []byte, open int, f func(m *field) error) error {
+func validMembers(b []byte, open int, f func(m field) error) error {
 	i := skipWS(b, open+1)
 	if b[i] == '}' {
 		return nil
@@ -68,7 +68,7 @@ func validMembers(b []byte, open int, f func(m *field) error) error {
 		}
 		m.start = skipWS(b, skipWS(b, ke)+1) // past the colon
 		m.end = skipValue(b, m.start)
-		if err := f(&m); err != nil {
+		if err := f(m); err != nil {
 			return err
 		}
 		i = skipWS(b, m.end)

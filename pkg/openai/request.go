@@ -63,7 +63,7 @@ func scanRequest(body []byte) reqScan {
 			r.info.Problem = fmt.Sprintf(format, a...)
 		}
 	}
-	open, err := members(body, func(m *field) error {
+	open, err := members(body, func(m field) error {
 		switch string(m.key) {
 		case "model":
 			models++
@@ -125,7 +125,7 @@ func scanRequest(body []byte) reqScan {
 // streamOptions reads the stream_options object at body[r.optVal].
 func (r *reqScan) streamOptions(body []byte, problem func(string, ...any)) {
 	r.optMembers, r.incs, r.info.IncludeUsage = 0, 0, false
-	_ = validMembers(body, r.optVal, func(m *field) error {
+	_ = validMembers(body, r.optVal, func(m field) error {
 		r.optMembers++
 		if string(m.key) != "include_usage" {
 			if foldsTo(m.key, "include_usage") != "" {
