@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,63 @@ func TestPostgres_TwoInstances(t *testing.T) {
 	}
 	if out := e.mustCLI("stats", "--by", "user", "--json"); !strings.Contains(out, `"requests": 8`) && !strings.Contains(out, `"requests":8`) {
 		t.Errorf("aiproxy stats --by user = %s, want alice's 8 requests", out)
+	}
+}
+
+// TestPostgres_TwoInstancesShareOneBudget: 100 requests at once, half to
+// each of two serve processes on one database, against a token budget that
+// covers 10 of them: exactly 10 reach the upstream (held there until all
+// the others were answered), the other 90 get 429 insufficient_quota from
+// whichever instance they reached (CONTRACT sections 5 and 8).
+func TestPostgres_TwoInstancesShareOneBudget(t *testing.T) {
+	t.Parallel()
+	e := newPostgresEnv(t, pgtest.NewDatabase(t))
+	a := e.serve()
+	b := e.serve()
+	key := e.createUser("alice")
+	body := `{"model":"gpt-fake","max_tokens":1000,"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	need := len(body)/4 + 1000 // the prompt is estimated at four bytes a token
+	e.mustCLI("user", "limit", "alice", "--tokens", strconv.Itoa(10*need+need-1)+"/day")
+
+	statuses := make(chan reply, 100)
+	for i := range 100 {
+		addr := a.addr
+		if i%2 == 1 {
+			addr = b.addr
+		}
+		go func() {
+			r, err := sendWith(t.Context(), client, "POST", "http://"+addr+"/v1/chat/completions", body,
+				map[string]string{"Authorization": "Bearer " + key, "X-Host-Final": fakeHost, "X-Fake-Mode": "gated:2",
+					"Content-Type": "application/json"})
+			if err != nil {
+				r.status, r.body = -1, err.Error()
+			}
+			statuses <- r
+		}()
+	}
+	got := map[int]int{}
+	for range 90 {
+		var r reply
+		select {
+		case r = <-statuses:
+		case <-time.After(60 * time.Second):
+			close(e.fake.Gate)
+			t.Fatalf("after 60 s, answers %v and %d upstream; want 90 × 429 while 10 are held upstream", got, e.fake.Count())
+		}
+		got[r.status]++
+		if r.status == http.StatusTooManyRequests && !strings.Contains(r.body, "insufficient_quota") {
+			t.Errorf("429 body = %s, want insufficient_quota", r.body)
+		}
+	}
+	if got[http.StatusTooManyRequests] != 90 || e.fake.Count() != 10 {
+		t.Errorf("with 10 requests held upstream: answers %v and %d upstream; want 90 × 429 and 10 upstream", got, e.fake.Count())
+	}
+	close(e.fake.Gate) // the ten finish
+	for range 10 {
+		r := <-statuses
+		got[r.status]++
+	}
+	if got[http.StatusOK] != 10 {
+		t.Errorf("answers = %v, want 10 × 200 and 90 × 429", got)
 	}
 }
