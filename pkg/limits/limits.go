@@ -62,8 +62,10 @@ type Ledger interface {
 	// returns ok.
 	Reserve(ctx context.Context, userID int64, now time.Time, tokensStart, spendStart *time.Time,
 		take func(aiproxy.LimitState) (aiproxy.Hold, bool)) (id int64, err error)
-	// Settle marks hold id settled with what its request was charged.
-	Settle(ctx context.Context, id int64, charged aiproxy.Charged) error
+	// Settle marks hold id settled with what its request was charged;
+	// with window it is still counted in the 60 s window of --rpm and
+	// --tpm.
+	Settle(ctx context.Context, id int64, charged aiproxy.Charged, window bool) error
 	// Release gives back everything hold id reserved.
 	Release(ctx context.Context, id int64) error
 }
@@ -624,7 +626,7 @@ func (l *Limiter) reserveShared(req Request) (*Reservation, error) {
 	if refusal != nil || r == nil {
 		return nil, refusal
 	}
-	r.u, r.ledger, r.id = nil, l.ledger, id
+	r.u, r.ledger, r.id, r.window = nil, l.ledger, id, lim.RPM != nil || lim.TPM != nil
 	return r, nil
 }
 
@@ -748,6 +750,7 @@ type Reservation struct {
 	// With the counters in a ledger: u is nil, and the hold is id.
 	ledger     Ledger
 	id         int64
+	window     bool // the user has --rpm or --tpm: the settled hold counts for 60 s
 	ledgerDone atomic.Bool
 }
 
@@ -787,7 +790,7 @@ func (r *Reservation) Settle(promptTokens, completionTokens, cachedTokens *int64
 	}
 	if r.ledger != nil {
 		if !r.ledgerDone.Swap(true) {
-			r.ledgerCall(func(ctx context.Context) error { return r.ledger.Settle(ctx, r.id, ch) })
+			r.ledgerCall(func(ctx context.Context) error { return r.ledger.Settle(ctx, r.id, ch, r.window) })
 		}
 		return ch
 	}

@@ -30,7 +30,7 @@ type instance struct {
 // newInstances opens n instances on one new PostgreSQL database, with
 // the leases of their holds lasting lease, and returns them with an env on
 // the first for setting users and limits.
-func newInstances(t *testing.T, n int, lease time.Duration) (*env, []*instance) {
+func newInstances(t testing.TB, n int, lease time.Duration) (*env, []*instance) {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	e := &env{t: t, path: dsn, db: open(t, dsn), clock: &clock{t: t0}}
@@ -45,7 +45,7 @@ func newInstances(t *testing.T, n int, lease time.Duration) (*env, []*instance) 
 }
 
 // start makes each instance's limiter, once users and limits are set.
-func start(t *testing.T, e *env, ins []*instance) {
+func start(t testing.TB, e *env, ins []*instance) {
 	t.Helper()
 	for _, in := range ins {
 		in.db.UserByKeyHash(t.Context(), "no-such-key") // as a request does first
@@ -228,5 +228,45 @@ func poll(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 20 s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkShared_ReserveSettle is what a limited user's request costs with
+// the counters in PostgreSQL: the reservation's transaction before the
+// request goes upstream, and the settlement after it ended (a loopback
+// database; the unlimited user reads no database at all). The clock moves
+// a second every 20 requests, so the --rpm window holds 1,200 requests.
+//
+//	go test -run '^$' -bench BenchmarkShared -benchtime 2000x ./pkg/limits
+func BenchmarkShared_ReserveSettle(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		flags []string
+	}{
+		{"budgets", []string{"concurrent", "1000", "tokens", "1000000000000/day", "spend", "1000000/month"}},
+		{"every_limit", []string{"rpm", "1000000000", "tpm", "1000000000000", "concurrent", "1000",
+			"tokens", "1000000000000/day", "spend", "1000000/month", "models", "gpt-4o*,claude-*"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e, ins := newInstances(b, 1, 0)
+			id := e.user("alice")
+			e.limit("alice", bc.flags...)
+			start(b, e, ins)
+			l := ins[0].lim
+			req := limits.Request{UserID: id, Model: "gpt-4o", PromptTokens: 1000, MaxOutputTokens: 1000, Price: gpt}
+			p, c := ptr[int64](1000), ptr[int64](200)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				if i++; i%20 == 0 {
+					e.clock.Add(time.Second)
+				}
+				r, err := l.Reserve(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Settle(p, c, nil, nil)
+			}
+		})
 	}
 }

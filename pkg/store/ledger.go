@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -122,10 +121,7 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 	if err := l.readHolds(ctx, tx, userID, sec, ptrMS(tokensStart), ptrMS(spendStart), &st); err != nil {
 		return 0, err
 	}
-	if st.Tokens.Used, err = l.used(ctx, tx, userID, "tokens", tokensStart); err != nil {
-		return 0, err
-	}
-	if st.Spend.Used, err = l.used(ctx, tx, userID, "spend", spendStart); err != nil {
+	if st.Tokens.Used, st.Spend.Used, err = l.used(ctx, tx, userID, tokensStart, spendStart); err != nil {
 		return 0, err
 	}
 	h, ok := take(st)
@@ -144,73 +140,89 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 
 // readHolds adds user id's holds to st: the window's counts, the requests
 // in flight, and what they reserve of the budget periods starting at tok
-// and usd.
+// and usd. PostgreSQL sums them, a row per second.
 func (l *Ledger) readHolds(ctx context.Context, tx *sql.Tx, userID, sec int64, tok, usd sql.NullInt64, st *aiproxy.LimitState) error {
-	rows, err := tx.QueryContext(ctx, `SELECT sec, settled, tokens, micro_usd, tokens_start, spend_start
-		FROM limit_holds WHERE user_id = ? ORDER BY sec`, userID)
+	rows, err := tx.QueryContext(ctx, `SELECT sec, COUNT(*), COALESCE(SUM(tokens), 0),
+			COUNT(*) FILTER (WHERE NOT settled),
+			COALESCE(SUM(tokens) FILTER (WHERE NOT settled AND tokens_start = ?), 0),
+			COALESCE(SUM(micro_usd) FILTER (WHERE NOT settled AND spend_start = ?), 0)
+		FROM limit_holds WHERE user_id = ? GROUP BY sec ORDER BY sec`, tok, usd, userID)
 	if err != nil {
 		return dbError(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var s, t, u int64
-		var settled bool
-		var ts, us sql.NullInt64
-		if err := rows.Scan(&s, &settled, &t, &u, &ts, &us); err != nil {
+		var w aiproxy.WindowCount
+		var inflight, tokReserved, usdReserved int64
+		if err := rows.Scan(&w.Sec, &w.Requests, &w.Tokens, &inflight, &tokReserved, &usdReserved); err != nil {
 			return dbError(err)
 		}
-		if s > sec-60 {
-			if n := len(st.Window); n > 0 && st.Window[n-1].Sec == s {
-				st.Window[n-1].Requests++
-				st.Window[n-1].Tokens += t
-			} else {
-				st.Window = append(st.Window, aiproxy.WindowCount{Sec: s, Requests: 1, Tokens: t})
-			}
+		if w.Sec > sec-60 {
+			st.Window = append(st.Window, w)
 		}
-		if settled {
-			continue
-		}
-		st.Inflight++
-		if tok.Valid && ts == tok {
-			st.Tokens.Reserved += t
-		}
-		if usd.Valid && us == usd {
-			st.Spend.Reserved += u
-		}
+		st.Inflight += inflight
+		st.Tokens.Reserved += tokReserved
+		st.Spend.Reserved += usdReserved
 	}
 	return dbError(rows.Err())
 }
 
-// used is what user id was charged in the period of budget kind starting
-// at start (nil: none set, 0). The period's first reservation seeds it from
-// the usage rows, replacing the counter of an earlier period.
-func (l *Ledger) used(ctx context.Context, tx *sql.Tx, userID int64, kind string, start *time.Time) (int64, error) {
-	if start == nil {
-		return 0, nil
+// used is what user id was charged in the periods of its token and spend
+// budgets starting at tok and usd (nil: not set, 0). The period's first
+// reservation seeds its counter from the usage rows, replacing the
+// counter of an earlier period.
+func (l *Ledger) used(ctx context.Context, tx *sql.Tx, userID int64, tok, usd *time.Time) (tokens, microUSD int64, err error) {
+	if tok == nil && usd == nil {
+		return 0, 0, nil
 	}
-	var from, used int64
-	err := tx.QueryRowContext(ctx, "SELECT period_start, used FROM limit_used WHERE user_id = ? AND kind = ?",
-		userID, kind).Scan(&from, &used)
-	switch {
-	case err == nil && from == ms(*start):
-		return used, nil
-	case err != nil && !errors.Is(err, sql.ErrNoRows):
-		return 0, dbError(err)
-	}
-	// In the transaction: every connection of the pool may be waiting for
-	// this user's lock.
-	m, err := l.d.chargedSince(ctx, tx, *start, &userID)
+	type counter struct{ start, used int64 }
+	have := map[string]counter{}
+	rows, err := tx.QueryContext(ctx, "SELECT kind, period_start, used FROM limit_used WHERE user_id = ?", userID)
 	if err != nil {
-		return 0, err
+		return 0, 0, dbError(err)
 	}
-	used = m[userID].Tokens
-	if kind == "spend" {
-		used = m[userID].MicroUSD
+	for rows.Next() {
+		var kind string
+		var c counter
+		if err := rows.Scan(&kind, &c.start, &c.used); err != nil {
+			rows.Close()
+			return 0, 0, dbError(err)
+		}
+		have[kind] = c
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO limit_used (user_id, kind, period_start, used) VALUES (?, ?, ?, ?)
-		ON CONFLICT (user_id, kind) DO UPDATE SET period_start = excluded.period_start, used = excluded.used`,
-		userID, kind, ms(*start), used)
-	return used, dbError(err)
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, 0, dbError(err)
+	}
+	var out [2]int64
+	for i, k := range []struct {
+		kind  string
+		start *time.Time
+	}{{"tokens", tok}, {"spend", usd}} {
+		if k.start == nil {
+			continue
+		}
+		if c, ok := have[k.kind]; ok && c.start == ms(*k.start) {
+			out[i] = c.used
+			continue
+		}
+		// In the transaction: every connection of the pool may be waiting
+		// for this user's lock.
+		m, err := l.d.chargedSince(ctx, tx, *k.start, &userID)
+		if err != nil {
+			return 0, 0, err
+		}
+		out[i] = m[userID].Tokens
+		if k.kind == "spend" {
+			out[i] = m[userID].MicroUSD
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO limit_used (user_id, kind, period_start, used) VALUES (?, ?, ?, ?)
+			ON CONFLICT (user_id, kind) DO UPDATE SET period_start = excluded.period_start, used = excluded.used`,
+			userID, k.kind, ms(*k.start), out[i]); err != nil {
+			return 0, 0, dbError(err)
+		}
+	}
+	return out[0], out[1], nil
 }
 
 // retryFailed runs again the settlements and releases that failed (the
@@ -245,20 +257,26 @@ func (l *Ledger) orRetry(ctx context.Context, op func(context.Context) error) er
 }
 
 // Settle marks hold id settled with what its request was charged, and adds
-// that to the counters of the budget periods it was reserved against. A
-// hold already settled, released or expired is left alone.
-func (l *Ledger) Settle(ctx context.Context, id int64, ch aiproxy.Charged) error {
-	return l.orRetry(ctx, func(ctx context.Context) error { return l.settle(ctx, id, ch) })
+// that to the counters of the budget periods it was reserved against. With
+// window, the hold stays for the 60 s window of --rpm and --tpm; without,
+// it goes at once. A hold already settled, released or expired is left
+// alone.
+func (l *Ledger) Settle(ctx context.Context, id int64, ch aiproxy.Charged, window bool) error {
+	return l.orRetry(ctx, func(ctx context.Context) error { return l.settle(ctx, id, ch, window) })
 }
 
-func (l *Ledger) settle(ctx context.Context, id int64, ch aiproxy.Charged) error {
-	_, err := l.d.sql.ExecContext(ctx, `WITH h AS (
-			UPDATE limit_holds SET settled = true, tokens = ?, micro_usd = ? WHERE id = ? AND NOT settled
+func (l *Ledger) settle(ctx context.Context, id int64, ch aiproxy.Charged, window bool) error {
+	hold := `UPDATE limit_holds SET settled = true, tokens = ?, micro_usd = ? WHERE id = ? AND NOT settled`
+	args := []any{ch.Tokens, ch.MicroUSD, id}
+	if !window {
+		hold, args = `DELETE FROM limit_holds WHERE id = ? AND NOT settled`, []any{id}
+	}
+	_, err := l.d.sql.ExecContext(ctx, `WITH h AS (`+hold+`
 			RETURNING user_id, tokens_start, spend_start)
 		UPDATE limit_used AS u SET used = u.used + CASE u.kind WHEN 'tokens' THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END
 		FROM h WHERE u.user_id = h.user_id AND
 			(u.kind = 'tokens' AND u.period_start = h.tokens_start OR u.kind = 'spend' AND u.period_start = h.spend_start)`,
-		ch.Tokens, ch.MicroUSD, id, ch.Tokens, ch.MicroUSD)
+		append(args, ch.Tokens, ch.MicroUSD)...)
 	return dbError(err)
 }
 
