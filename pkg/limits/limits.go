@@ -621,7 +621,9 @@ func (l *Limiter) reserveShared(req Request) (*Reservation, error) {
 		return h, true
 	})
 	if err != nil {
-		return nil, err
+		// Fail closed, and say so: the database is down or slow.
+		return nil, aiproxy.Errorf(aiproxy.EUNAVAILABLE,
+			"this key's limits cannot be checked right now (aiproxy's database did not answer): retry shortly")
 	}
 	if refusal != nil || r == nil {
 		return nil, refusal
