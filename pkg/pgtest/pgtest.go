@@ -48,6 +48,7 @@ type cluster struct {
 	dir    string // data, socket and log, removed by stop
 	port   int
 	asUser string // run the server's commands as this user ("": as ourselves)
+	opts   string // the server's options, for a restart
 }
 
 // Main runs the tests of m and then stops the cluster, if one was started.
@@ -102,6 +103,18 @@ func NewDatabase(t testing.TB) string {
 // start returns the running cluster, starting it once per test binary.
 func start(t testing.TB) *cluster {
 	t.Helper()
+	bin := installed(t)
+	once.Do(func() { running, errStart = startCluster(bin, "off") })
+	if errStart != nil {
+		t.Fatalf("pgtest: start PostgreSQL: %v", errStart)
+	}
+	return running
+}
+
+// installed returns the server's folder, or skips t (fails it under
+// RequireEnv) when there is none.
+func installed(t testing.TB) string {
+	t.Helper()
 	bin := Installed()
 	if bin == "" {
 		msg := "pgtest: no PostgreSQL server installed (/usr/lib/postgresql/*/bin/initdb missing): apt-get install -y postgresql"
@@ -110,14 +123,62 @@ func start(t testing.TB) *cluster {
 		}
 		t.Skip(msg)
 	}
-	once.Do(func() { running, errStart = startCluster(bin) })
-	if errStart != nil {
-		t.Fatalf("pgtest: start PostgreSQL: %v", errStart)
-	}
-	return running
+	return bin
 }
 
-func startCluster(bin string) (*cluster, error) {
+// Cluster is a PostgreSQL server of one test's own, which the test may
+// stop and start again (an outage, a restart) without disturbing the
+// shared cluster of NewDatabase. Unlike that one it commits synchronously
+// (synchronous_commit=on), so that a commit it acknowledged survives an
+// immediate stop as it would in production.
+type Cluster struct {
+	c *cluster
+}
+
+// NewCluster initialises and starts a cluster for t, removed when t ends.
+// Without a PostgreSQL server it skips t (or fails it under RequireEnv).
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := startCluster(installed(t), "on")
+	if err != nil {
+		t.Fatalf("pgtest: start PostgreSQL: %v", err)
+	}
+	t.Cleanup(c.stop)
+	return &Cluster{c: c}
+}
+
+// NewDatabase creates an empty database in the cluster and returns its DSN.
+func (c *Cluster) NewDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.c.exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	return c.c.dsn(name)
+}
+
+// Stop stops the server: mode "fast" (clients disconnected, a clean
+// shutdown) or "immediate" (as a crash: recovery from the WAL at the next
+// start).
+func (c *Cluster) Stop(t testing.TB, mode string) {
+	t.Helper()
+	if out, err := c.c.run("pg_ctl", "stop", "-D", filepath.Join(c.c.dir, "data"), "-m", mode, "-w", "-t", "60"); err != nil {
+		t.Fatalf("pgtest: pg_ctl stop -m %s: %v: %s", mode, err, out)
+	}
+}
+
+// Start starts the stopped server again, on the same port, and waits
+// until it accepts connections.
+func (c *Cluster) Start(t testing.TB) {
+	t.Helper()
+	if err := c.c.start(); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+}
+
+func startCluster(bin, syncCommit string) (*cluster, error) {
 	dir, err := os.MkdirTemp("", "aiproxy-pg-")
 	if err != nil {
 		return nil, err
@@ -147,15 +208,27 @@ func startCluster(bin string) (*cluster, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	// fsync off and a small footprint: a test cluster's data is thrown away.
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "+
-		"-c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB", c.port, dir)
-	if out, err := c.run("pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+	// fsync off and a small footprint: a test cluster's data is thrown
+	// away, and the machine does not crash under it (a stopped server's
+	// commits are in the kernel's cache).
+	c.opts = fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=%s "+
+		"-c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB", c.port, dir, syncCommit)
+	if err := c.start(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pg_ctl start: %v: %s %s", err, out, log)
+		return nil, err
 	}
 	return c, nil
+}
+
+// start starts the initialised cluster and waits until it accepts
+// connections.
+func (c *cluster) start() error {
+	data := filepath.Join(c.dir, "data")
+	if out, err := c.run("pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(c.dir, "log"), "-o", c.opts); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.dir, "log"))
+		return fmt.Errorf("pg_ctl start: %v: %s %s", err, out, log)
+	}
+	return nil
 }
 
 // run runs one of the server's programs, as the postgres user when we are root.
