@@ -10,7 +10,9 @@ import "embed"
 var Migrations embed.FS
 
 // PostgresMigrations holds migrations/postgres/*.sql: the same numbering
-// and meaning as Migrations, in PostgreSQL's dialect.
+// and meaning as Migrations, in PostgreSQL's dialect, plus some of
+// PostgreSQL's own that have no SQLite twin (0011_notify.sql). Each store
+// applies its own folder only, so a number may exist in one of them alone.
 //
 //go:embed migrations/postgres/*.sql
 var PostgresMigrations embed.FS

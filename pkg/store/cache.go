@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 )
@@ -51,6 +54,46 @@ type cache struct {
 	// instead of letting each request that misses reload its own.
 	used        map[string]struct{}
 	refreshStmt *sql.Stmt // nil: empty the user map instead
+
+	// reads counts the auth_version reads, for the tests that prove a
+	// watched cache skips them.
+	reads atomic.Int64
+
+	// A watched cache (PostgreSQL's serve: pg_listen.go) skips the
+	// auth_version read while its listener is connected and no
+	// notification came since the last read, and outlives an outage of
+	// the database by grace. An unwatched one (SQLite, the CLI) reads the
+	// counter before every lookup, as above.
+	watch
+}
+
+// watch is the state a PostgreSQL listener keeps for its cache.
+//
+// Why notes is a counter and not a flag: a lookup reads notes before it
+// reads the version and records that value as synced afterwards, so a
+// notification that arrives while the read is in flight leaves synced
+// behind notes, and the next lookup reads again, never the other way.
+type watch struct {
+	watched bool // set once, before the listener starts
+	// live is set while the listener's connection is up and LISTENing;
+	// notes is bumped by each notification, each (re)connection and each
+	// commit through this handle.
+	live  atomic.Bool
+	notes atomic.Uint64
+
+	// The rest is guarded by cache.mu.
+	synced  uint64    // notes as of the last auth_version read
+	okAt    time.Time // when the cache was last known to be current
+	failing bool      // the last auth_version read failed: outage mode
+	triedAt time.Time // when it last failed
+	probing bool      // a lookup is reading the version, unlocked, in outage mode
+
+	grace   time.Duration // how long cached entries outlive an outage
+	retry   time.Duration // in outage mode, the least time between two reads
+	timeout time.Duration // the longest a version read may take before it counts as failed
+	now     func() time.Time
+	log     *slog.Logger
+	name    string // the database, for errors and logs (RedactDSN)
 }
 
 // refreshBatch is how many users one refresh query reloads, and
@@ -91,6 +134,8 @@ func newCache(ctx context.Context, db *sql.DB, pin bool) (*cache, error) {
 		return nil, err
 	}
 	c := &cache{conn: conn, stmt: stmt, version: -1, used: map[string]struct{}{}}
+	c.now = time.Now
+	c.log = slog.New(slog.DiscardHandler)
 	// The same columns and scanner as userByKeyHash, for refreshBatch keys.
 	q := "SELECT key_hash, " + userColumns + " FROM users WHERE key_hash IN (?" +
 		strings.Repeat(", ?", refreshBatch-1) + ")"
@@ -121,11 +166,31 @@ func (c *cache) close() {
 // sync brings the cache up to date if users, providers or provider keys
 // changed since the last call. The caller holds c.mu.
 func (c *cache) sync(ctx context.Context) error {
+	if c.watched {
+		return c.syncWatched(ctx)
+	}
+	return c.readVersion(ctx, 0)
+}
+
+// readVersion reads auth_version and, if it moved, refreshes the cache;
+// seen is the notes count read before it. The caller holds c.mu.
+func (c *cache) readVersion(ctx context.Context, seen uint64) error {
 	// A missing row is an error, never a cache kept forever.
+	c.reads.Add(1)
 	var v int64
 	if err := c.stmt.QueryRowContext(ctx).Scan(&v); err != nil {
 		return err
 	}
+	c.apply(ctx, v)
+	if c.watched {
+		c.synced = seen
+		c.okAt = c.now()
+	}
+	return nil
+}
+
+// apply takes v as the current auth_version. The caller holds c.mu.
+func (c *cache) apply(ctx context.Context, v int64) {
 	if v != c.version {
 		first := c.version < 0
 		c.version = v
@@ -135,7 +200,74 @@ func (c *cache) sync(ctx context.Context) error {
 			c.refresh(ctx)
 		}
 	}
-	return nil
+}
+
+// syncWatched is sync for a cache that a listener keeps (PostgreSQL's
+// serve). While the listener is connected and nothing was notified since
+// the last read, the cache is current: no query. Otherwise it reads the
+// version, as an unwatched cache does on every lookup. When that read
+// fails (the database is down or unreachable), the cache goes on serving
+// what it holds for c.grace from when it was last known current, reading
+// again at most every c.retry, by one lookup at a time and without
+// holding c.mu, so that requests are not queued behind a read that hangs;
+// past c.grace every lookup is refused (EUNAVAILABLE) until a read
+// succeeds. The caller holds c.mu.
+func (c *cache) syncWatched(ctx context.Context) error {
+	live := c.live.Load() // before notes: see listening
+	seen := c.notes.Load()
+	if live && seen == c.synced {
+		return nil
+	}
+	if !c.failing {
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		err := c.readVersion(rctx, seen)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err // done, or the caller left: not an outage
+		}
+		now := c.now()
+		if live {
+			c.okAt = now // the listener was connected until now
+		}
+		c.failing, c.triedAt = true, now
+		c.log.Warn("database unreachable: serving cached keys", "db", c.name, "err", err,
+			"for", c.grace.String(), "since", c.okAt.UTC().Format(time.RFC3339))
+		return c.stale()
+	}
+	if !c.probing && c.now().Sub(c.triedAt) >= c.retry {
+		c.probing = true
+		c.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		c.reads.Add(1)
+		var v int64
+		err := c.stmt.QueryRowContext(rctx).Scan(&v)
+		cancel()
+		c.mu.Lock()
+		c.probing = false
+		c.triedAt = c.now()
+		if err == nil && c.failing {
+			c.failing = false
+			c.apply(ctx, v)
+			c.synced, c.okAt = seen, c.now()
+			c.log.Info("database reachable again: cache revalidated", "db", c.name)
+			return nil
+		}
+		if !c.failing {
+			return nil // the listener reconnected meanwhile; the next lookup reads
+		}
+	}
+	return c.stale()
+}
+
+// stale answers a lookup in outage mode: nil (serve the cache) within
+// c.grace of the last time the cache was known current, EUNAVAILABLE past
+// it. The caller holds c.mu.
+func (c *cache) stale() error {
+	if c.now().Sub(c.okAt) <= c.grace {
+		return nil
+	}
+	return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is unreachable: keys are not checked since %s, over the %s that cached keys are served",
+		c.name, c.okAt.UTC().Format(time.RFC3339), c.grace)
 }
 
 // refresh brings the cache up to date after a change: the users looked up

@@ -65,6 +65,9 @@ const (
 	pgLockWrite   = 0x61697078_0001 // every write transaction (xact lock)
 	pgLockMigrate = 0x61697078_0002 // applying migrations (session lock)
 	pgLockServe   = 0x61697078_0003 // serve holds it shared, rekey exclusive
+	// pgLockRetention is held by the one instance folding old usage rows
+	// (session lock).
+	pgLockRetention = 0x61697078_0004
 )
 
 func openPostgres(ctx context.Context, dsn string, o options) (*DB, error) {
@@ -83,7 +86,8 @@ func openPostgres(ctx context.Context, dsn string, o options) (*DB, error) {
 	sdb.SetMaxOpenConns(8)
 	sdb.SetMaxIdleConns(8)
 	sdb.SetConnMaxIdleTime(5 * time.Minute)
-	d := &DB{sql: sdb, path: shown, real: shown, log: o.log, pg: true, pgPassword: cfg.Password}
+	d := &DB{sql: sdb, path: shown, real: shown, log: o.log, pg: true, pgPassword: cfg.Password,
+		pgCfg: cfg.Config.Copy(), watchOpts: o.watch}
 	fail := func(err error) (*DB, error) {
 		d.closeStmts()
 		sdb.Close()
@@ -114,6 +118,7 @@ func openPostgres(ctx context.Context, dsn string, o options) (*DB, error) {
 	if d.cache, err = newCache(ctx, sdb, false); err != nil {
 		return fail(err)
 	}
+	d.cache.log, d.cache.name = o.log, shown
 	return d, nil
 }
 
@@ -435,4 +440,23 @@ func (d *DB) pgLockServe(ctx context.Context, shared bool) (release func(), err 
 		conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock_all()")
 		conn.Close()
 	}, nil
+}
+
+// pgTryLock takes the session advisory lock id on a connection of its own,
+// without waiting: ok is false when another session holds it. unlock
+// releases it and the connection.
+func (d *DB) pgTryLock(ctx context.Context, id int64) (unlock func(), ok bool, err error) {
+	conn, err := d.sql.Conn(ctx)
+	if err != nil {
+		return nil, false, dbError(err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", id).Scan(&ok); err != nil || !ok {
+		conn.Close()
+		return nil, false, dbError(err)
+	}
+	return func() {
+		// Closing would keep the connection, and the lock, in the pool.
+		conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", id)
+		conn.Close()
+	}, true, nil
 }

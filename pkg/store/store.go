@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,13 @@ type DB struct {
 	// host and database only); pgPassword is kept to scrub it from errors.
 	pg         bool
 	pgPassword string
+	// pgCfg is the DSN's connection settings, for the listener
+	// (pg_listen.go) that ClaimServer starts with watchOpts; stopWatch
+	// stops it.
+	pgCfg     *pgconn.Config
+	watchOpts WatchOptions
+	watchMu   sync.Mutex
+	stopWatch func()
 }
 
 // Open opens (creating if needed) the database at path and brings its
@@ -86,6 +94,14 @@ type options struct {
 	log    *slog.Logger
 	secret secretSource
 	forget bool // WithForgottenProviderKeys
+	watch  WatchOptions
+}
+
+// WithWatchOptions tunes, on PostgreSQL, the listener that ClaimServer
+// starts and how long cached keys outlive an outage (pg_listen.go).
+// SQLite ignores it.
+func WithWatchOptions(w WatchOptions) Option {
+	return func(o *options) { o.watch = w }
 }
 
 // WithLogger makes Open log its warnings (a database file readable by
@@ -318,7 +334,11 @@ func (d *DB) IsPostgres() bool { return d.pg }
 //
 // On PostgreSQL any number of serve processes share the database: the claim
 // is a shared advisory lock, held on a connection of its own, which only
-// keeps a rekey (which takes it exclusively) from running meanwhile.
+// keeps a rekey (which takes it exclusively) from running meanwhile. The
+// claim also starts the listener that keeps the cache of users and
+// providers current without a query per lookup, and lets cached keys be
+// served through an outage of the database for a bounded time
+// (pg_listen.go); release stops it.
 func (d *DB) ClaimServer() (release func(), err error) {
 	if d.pg {
 		release, err = d.pgLockServe(context.Background(), true)
@@ -338,11 +358,34 @@ func (d *DB) ClaimServer() (release func(), err error) {
 		}
 		return nil, dbError(err)
 	}
+	if d.pg {
+		d.watchMu.Lock()
+		if d.stopWatch == nil {
+			d.stopWatch = d.watch(d.watchOpts)
+		}
+		d.watchMu.Unlock()
+		unlock := release
+		release = func() {
+			d.unwatch()
+			unlock()
+		}
+	}
 	return release, nil
+}
+
+// unwatch stops the listener, if one runs.
+func (d *DB) unwatch() {
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	if d.stopWatch != nil {
+		d.stopWatch()
+		d.stopWatch = nil
+	}
 }
 
 // Close closes the database.
 func (d *DB) Close() error {
+	d.unwatch()
 	d.ckpt.close()
 	d.cache.close()
 	d.closeStmts()
@@ -561,7 +604,15 @@ func (d *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return dbError(err)
 	}
-	return dbError(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return dbError(err)
+	}
+	if d.pg && d.cache != nil {
+		// This instance's own next lookup reads the version again, without
+		// waiting for the notification of this commit to come back.
+		d.cache.notified()
+	}
+	return nil
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
