@@ -101,7 +101,20 @@ func (d *DB) RunRetention(ctx context.Context, r Retention) error {
 // FoldOld folds every usage row older than FoldHorizon(r.Now(), r.Keep),
 // r.Chunk rows per transaction with r.Pause between them, and returns how
 // many it folded. It stops early when ctx ends.
+//
+// On PostgreSQL every instance runs the retention, and one pass at a time
+// is enough: a pass holds an advisory lock, and a pass that finds another
+// instance's holding it folds nothing and returns 0 at once. (Two passes
+// at once would fold correctly, each chunk being one transaction under the
+// write lock, but would take that lock twice as often for nothing.)
 func (d *DB) FoldOld(ctx context.Context, r Retention) (int, error) {
+	if d.pg {
+		unlock, ok, err := d.pgTryLock(ctx, pgLockRetention)
+		if err != nil || !ok {
+			return 0, err
+		}
+		defer unlock()
+	}
 	if r.Now == nil {
 		r.Now = time.Now
 	}
