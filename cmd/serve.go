@@ -207,7 +207,7 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 		log.Warn("the access token is shorter than 16 characters: use a long random one")
 	}
 
-	rec := usage.New(svc.RecordUsage, log, 10000)
+	rec := usage.New(svc.RecordUsage, log, usage.DefaultQueue)
 	var m *metrics.Metrics
 	if cfg.Metrics {
 		m = metrics.New(metrics.Options{PerUser: cfg.MetricsPerUser})

@@ -13,6 +13,23 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 )
 
+// DefaultQueue is how many records serve keeps waiting for the database:
+// a minute at 2,000 requests a second, so that usage proxied through an
+// outage of PostgreSQL as long as the cached keys are served (store's
+// DefaultOutageGrace) reaches the database once it is back. A record is
+// about 250 bytes; the queue grows only as it fills.
+const DefaultQueue = 120_000
+
+// dropLogEvery is the least time between two log lines about dropped
+// records: a full queue at 2,000 requests a second would otherwise log
+// 2,000 lines a second. The count is exact in every line and in Dropped.
+const dropLogEvery = time.Second
+
+// maxFree is the most emptied batches kept for reuse: enough for a steady
+// load, while the memory of a queue filled during an outage goes back to
+// the garbage collector once written.
+const maxFree = 16
+
 // WriteFunc stores a batch of records in one transaction.
 type WriteFunc func(ctx context.Context, batch []aiproxy.Usage) error
 
@@ -41,6 +58,10 @@ type Recorder struct {
 	done    chan struct{}
 	dropped atomic.Int64
 	written atomic.Int64
+	// droppedLogged and dropLogAt: the count and time (Unix ns) of the
+	// last log line about dropped records.
+	droppedLogged atomic.Int64
+	dropLogAt     atomic.Int64
 
 	// MaxBatch is the most records written in one transaction.
 	MaxBatch int
@@ -88,9 +109,8 @@ func (r *Recorder) Record(u aiproxy.Usage) {
 	r.mu.Lock()
 	if r.closed || r.queued >= r.size {
 		r.mu.Unlock()
-		n := r.dropped.Add(1)
-		r.log.Warn("usage record dropped", "reason", "queue full or closed", "dropped_total", n,
-			"user", u.UserName, "provider", u.Provider)
+		r.dropped.Add(1)
+		r.logDropped(u)
 		return
 	}
 	per := r.maxBatch()
@@ -109,6 +129,21 @@ func (r *Recorder) Record(u aiproxy.Usage) {
 		default: // the writer has a wake-up coming already
 		}
 	}
+}
+
+// logDropped logs that records were dropped because the queue was full or
+// closed: at once for the first, then at most once per dropLogEvery, each
+// line with the records dropped since the previous one and in all.
+func (r *Recorder) logDropped(u aiproxy.Usage) {
+	now := time.Now().UnixNano()
+	last := r.dropLogAt.Load()
+	if last != 0 && now-last < int64(dropLogEvery) || !r.dropLogAt.CompareAndSwap(last, now) {
+		return
+	}
+	total := r.dropped.Load()
+	since := total - r.droppedLogged.Swap(total)
+	r.log.Warn("usage records dropped", "reason", "queue full or closed", "queue", r.size,
+		"dropped", since, "dropped_total", total, "user", u.UserName, "provider", u.Provider)
 }
 
 // Dropped is how many records were dropped since the start.
@@ -239,15 +274,16 @@ func (r *Recorder) take(batches [][]aiproxy.Usage, all bool) [][]aiproxy.Usage {
 }
 
 // writeAll writes each of batches in its own transaction, then keeps them,
-// emptied, for Record to fill again: as many as hold size records, so that
-// a full queue allocates no more than a channel of size records would.
+// emptied, for Record to fill again: as many as hold size records (at most
+// maxFree), so that a full queue allocates no more than a channel of size
+// records would.
 func (r *Recorder) writeAll(batches [][]aiproxy.Usage, closing bool) {
 	for _, b := range batches {
 		r.flush(b, closing)
 		clear(b) // the records, for the garbage collector
 	}
 	r.mu.Lock()
-	keep := (r.size + r.maxBatch() - 1) / r.maxBatch()
+	keep := min((r.size+r.maxBatch()-1)/r.maxBatch(), maxFree)
 	for _, b := range batches {
 		if len(r.free) >= keep {
 			break

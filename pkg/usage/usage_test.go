@@ -226,3 +226,72 @@ func TestRecorder_RecordRacesClose(t *testing.T) {
 		}
 	}
 }
+
+// countingHandler counts the log records it is given and keeps the last.
+type countingHandler struct {
+	mu   sync.Mutex
+	n    int
+	last slog.Record
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n++
+	h.last = r.Clone()
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestRecorder_DropsCountedExactlyLoggedSparingly: while the database is
+// out and the queue is full, every dropped record is counted (Dropped,
+// which metrics exports as aiproxy_usage_dropped_total), but the log gets
+// a line for the first drop and then at most one a second, not one per
+// request, each with the exact total.
+func TestRecorder_DropsCountedExactlyLoggedSparingly(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	write := func(context.Context, []aiproxy.Usage) error {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+		return nil
+	}
+	h := &countingHandler{}
+	r := usage.New(write, slog.New(h), 10)
+	r.Linger = 0
+	r.Record(rec(0))
+	<-entered
+	start := time.Now()
+	const drops = 5000
+	for i := range 10 + drops {
+		r.Record(rec(i + 1))
+	}
+	took := time.Since(start)
+	close(release)
+	if err := r.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Dropped(); got != drops {
+		t.Errorf("Dropped() = %d, want %d", got, drops)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if most := 1 + int(took/time.Second); h.n < 1 || h.n > most {
+		t.Errorf("%d drops in %v logged %d lines, want 1 to %d", drops, took, h.n, most)
+	}
+	var total int64
+	h.last.Attrs(func(a slog.Attr) bool {
+		if a.Key == "dropped_total" {
+			total = a.Value.Int64()
+		}
+		return true
+	})
+	if total < 1 || total > drops {
+		t.Errorf("last drop line's dropped_total = %d, want 1..%d", total, drops)
+	}
+}
