@@ -162,8 +162,9 @@ func isEventStream(ct string) bool {
 }
 
 // bufferPool lends ReverseProxy its copy buffers: 4 KiB, held by an open
-// stream for its whole life (with the scrubber's buffer of the same size):
-// events are small, and a large body takes a few more reads.
+// stream for its whole life (the scrubber masks in it and holds only the
+// start of a key): events are small, and a large body takes a few more
+// reads.
 type bufferPool struct{}
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}

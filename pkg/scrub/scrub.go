@@ -100,58 +100,72 @@ func Header(h http.Header, secrets ...string) {
 // wherever the reads of r cut it. Each Read returns all that r has given,
 // except a trailing part that may be the start of a secret (at most the
 // longest secret's length less one byte), held until the next read of r
-// settles it or r ends; nothing else is held back.
+// settles it or r ends; nothing else is held back. It reads into the
+// caller's p and masks there, so that an open stream holds no buffer of
+// its own beyond the bytes held.
 func NewReader(r io.Reader, secrets ...string) io.Reader {
-	return &reader{r: r, secrets: prepare(secrets)}
+	m := &reader{r: r, secrets: prepare(secrets)}
+	if len(m.secrets) == 0 {
+		return r
+	}
+	for _, s := range m.secrets {
+		m.longest = max(m.longest, len(s))
+	}
+	return m
 }
-
-// readSize bounds one read of r; the buffer is sized by the first Read's
-// p (ReverseProxy's copy buffer), so that an open stream holds no more than
-// its caller's buffer again, plus a secret's length.
-const readSize = 32 << 10
 
 type reader struct {
 	r       io.Reader
 	secrets [][]byte
-	// buf[out:ready] is masked and ready to return; buf[ready:end] is held,
-	// unmasked, with carry the masks of earlier occurrences that reach into it.
-	buf             []byte
-	out, ready, end int
-	carry, spans    []span
-	err             error
+	longest int
+	// held is the unmasked end of the last read, held back, with carry
+	// the masks of earlier occurrences that reach into it. A p too short
+	// to take held and more is read through small, and out is what of it
+	// is masked and not yet returned.
+	held, small, out []byte
+	carry, spans     []span
+	err              error
 }
 
 func (m *reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for m.out == m.ready {
+	for {
+		if len(m.out) > 0 {
+			n := copy(p, m.out)
+			m.out = m.out[n:]
+			return n, nil
+		}
 		if m.err != nil {
 			return 0, m.err
 		}
-		if m.buf == nil {
-			longest := 0
-			for _, s := range m.secrets {
-				longest = max(longest, len(s))
+		buf := p
+		if len(p) <= len(m.held) {
+			if m.small == nil {
+				m.small = make([]byte, 2*m.longest)
 			}
-			m.buf = make([]byte, min(len(p), readSize)+longest)
+			buf = m.small
 		}
-		// Move the held bytes to the front and read after them: at most
-		// longest-1 are held, so there is always room.
-		held := copy(m.buf, m.buf[m.ready:m.end])
-		n, err := m.r.Read(m.buf[held : held+min(len(p), len(m.buf)-held)])
-		b := m.buf[:held+n]
+		// The held bytes go first, and the read after them.
+		h := copy(buf, m.held)
+		n, err := m.r.Read(buf[h:])
+		b := buf[:h+n]
 		m.spans = find(append(m.spans[:0], m.carry...), b, m.secrets)
-		m.out, m.ready, m.end, m.err = 0, len(b), len(b), err
-		if err == nil {
-			m.ready -= partial(b, m.secrets)
+		ready := len(b)
+		if m.err = err; err == nil {
+			ready -= partial(b, m.secrets)
 		}
-		m.carry = apply(b[:m.ready], m.spans, m.carry[:0])
-		if n == 0 && (err == nil || held == 0) {
+		m.carry = apply(b[:ready], m.spans, m.carry[:0])
+		m.held = append(m.held[:0], b[ready:]...)
+		switch {
+		case n == 0 && (err == nil || h == 0):
 			return 0, err
+		case ready == 0:
+		case len(buf) > 0 && &buf[0] == &p[0]:
+			return ready, nil
+		default:
+			m.out = b[:ready]
 		}
 	}
-	n := copy(p, m.buf[m.out:m.ready])
-	m.out += n
-	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -203,6 +204,43 @@ func BenchmarkReader(b *testing.B) {
 			if _, err := r.Read(buf); err != nil {
 				break
 			}
+		}
+	}
+}
+
+// TestReaderRandomReads masks random text full of secrets and their
+// beginnings, read in random pieces into buffers of random sizes (some
+// shorter than a secret), as String masks it whole.
+func TestReaderRandomReads(t *testing.T) {
+	secrets := []string{"sk-abcdefghijkl", "sk-abcd1234", "xxxxxxxxyy"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "sk-", "sk-abcd", "x", "xxxx", "y", "\n", "sk-abcdefghijkl", "sk-abcd1234", "xxxxxxxxyy"}
+	for i := range 2000 {
+		var in strings.Builder
+		for range rng.IntN(40) {
+			in.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		var pieces []string
+		for rest := in.String(); rest != ""; {
+			n := min(1+rng.IntN(20), len(rest))
+			pieces = append(pieces, rest[:n])
+			rest = rest[n:]
+		}
+		r := NewReader(chunks(pieces...), secrets...)
+		var out []byte
+		for {
+			p := make([]byte, 1+rng.IntN(24))
+			n, err := r.Read(p)
+			out = append(out, p[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if want := String(in.String(), secrets...); string(out) != want {
+			t.Fatalf("case %d: %q read as %q, want %q", i, in.String(), out, want)
 		}
 	}
 }
