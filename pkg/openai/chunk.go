@@ -2,15 +2,20 @@ package openai
 
 // chunk is what a walk over a response object (one streamed event's data, or
 // a whole non-streamed body) found at its top level.
+//
+// It keeps the values that hold usage as they are, to be decoded by report
+// only when they are there: a chunk is walked on a stream's copy path, and
+// decoded usage objects would make its frame, and the stack of every open
+// stream, kilobytes larger.
 type chunk struct {
-	usages int        // how many "usage" keys
-	usage  usageValue // the last one
+	usages int    // how many "usage" keys
+	usage  []byte // the last one's value
 	model  str
 	typ    str // "type": Anthropic's message, message_start, message_delta...
 
-	groq     object[envelope] // x_groq: Groq's own usage report
-	message  object[envelope] // Anthropic's message_start carries the message
-	response object[envelope] // Responses API events carry the response
+	groq     []byte // x_groq: Groq's own usage report
+	message  []byte // Anthropic's message_start carries the message
+	response []byte // Responses API events carry the response
 
 	choices      bool // there is a "choices" key
 	choicesEmpty bool // and its (last) value is []
@@ -42,8 +47,8 @@ func walkChunk(p []byte) (chunk, bool) {
 		switch v := m.value(); string(m.key) {
 		case "usage":
 			c.usages++
-			_ = c.usage.UnmarshalJSON(v)
-			if c.usage.kind == 'n' {
+			c.usage = v
+			if v[0] == 'n' {
 				nullIdx, nullKey, nullEnd, nullPrev, nextKey = idx, m.keyStart, m.end, prevEnd, -1
 			}
 		case "model":
@@ -51,11 +56,11 @@ func walkChunk(p []byte) (chunk, bool) {
 		case "type":
 			_ = c.typ.UnmarshalJSON(v)
 		case "x_groq":
-			_ = c.groq.UnmarshalJSON(v)
+			c.groq = v
 		case "message":
-			_ = c.message.UnmarshalJSON(v)
+			c.message = v
 		case "response":
-			_ = c.response.UnmarshalJSON(v)
+			c.response = v
 		case "choices":
 			c.choices = true
 			c.choicesEmpty = v[0] == '[' && skipWS(v, 1) == len(v)-1
@@ -67,7 +72,7 @@ func walkChunk(p []byte) (chunk, bool) {
 	if err != nil {
 		return c, false
 	}
-	if c.usage.kind == 'n' && c.usages == 1 {
+	if c.usageKind() == 'n' && c.usages == 1 {
 		switch {
 		case nullPrev >= 0: // `,"usage":null` after another member
 			c.cut0, c.cut1 = nullPrev, nullEnd
@@ -87,29 +92,92 @@ type report struct {
 	groq      tokens    // x_groq.usage
 	anthropic bool      // an Anthropic Messages usage, in ant
 	start     bool      // from message_start: it replaces earlier ones
-	ant       wireUsage // when anthropic
+	ant       anthropic // when anthropic
+}
+
+// usageKind is the first byte of the last "usage" value; 0 when none.
+func (c *chunk) usageKind() kind {
+	if len(c.usage) == 0 {
+		return 0
+	}
+	return kind(c.usage[0])
 }
 
 // report reads c as Chat Completions, the Responses API (whose usage and
 // model are in "response") or Anthropic Messages (message_start's in
 // "message", message_delta's and a whole message's at the top).
+//
+// The values are decoded by functions that are not inlined and return
+// only what report keeps, so that report's frame (on the copy path of a
+// stream) stays small and only a chunk that holds usage goes deeper.
 func (c *chunk) report() report {
-	r := report{model: c.model.s, groq: c.groq.v.Usage.w.openAI()}
+	r := report{model: c.model.s}
+	if c.groq != nil {
+		_, r.groq = envelopeTokens(c.groq)
+	}
 	switch c.typ.s {
 	case "message_start":
-		r.anthropic, r.start, r.ant = true, true, c.message.v.Usage.w
-		r.model = c.message.v.Model.s
+		r.anthropic, r.start = true, true
+		r.model, r.ant = messageStart(c.message)
 		return r
 	case "message", "message_delta":
-		r.anthropic, r.ant = c.usage.kind == '{', c.usage.w
+		if r.anthropic = c.usageKind() == '{'; r.anthropic {
+			r.ant = anthropicUsage(c.usage)
+		}
 		return r
 	}
-	if r.model == "" {
-		r.model = c.response.v.Model.s
+	if c.usageKind() == '{' {
+		r.tokens = usageTokens(c.usage)
 	}
-	r.tokens = c.usage.w.openAI()
-	if !r.tokens.known() {
-		r.tokens = c.response.v.Usage.w.openAI()
+	if c.response != nil && (r.model == "" || !r.tokens.known()) {
+		model, t := envelopeTokens(c.response)
+		if r.model == "" {
+			r.model = model
+		}
+		if !r.tokens.known() {
+			r.tokens = t
+		}
 	}
 	return r
+}
+
+// envelopeTokens decodes an envelope kept by walkChunk (the zero one when
+// it is not an object, as encoding/json would) and returns its model and
+// usage.
+//
+//go:noinline
+func envelopeTokens(v []byte) (string, tokens) {
+	var o object[envelope]
+	_ = o.UnmarshalJSON(v)
+	return o.v.Model.s, o.v.Usage.w.openAI()
+}
+
+// messageStart is envelopeTokens for Anthropic's message_start.
+//
+//go:noinline
+func messageStart(v []byte) (string, anthropic) {
+	var o object[envelope]
+	if len(v) > 0 {
+		_ = o.UnmarshalJSON(v)
+	}
+	return o.v.Model.s, o.v.Usage.w.anthropic()
+}
+
+// usageTokens decodes a "usage" object as Chat Completions or the
+// Responses API report it.
+//
+//go:noinline
+func usageTokens(v []byte) tokens {
+	var u usageValue
+	_ = u.UnmarshalJSON(v)
+	return u.w.openAI()
+}
+
+// anthropicUsage decodes a "usage" object as Anthropic Messages report it.
+//
+//go:noinline
+func anthropicUsage(v []byte) anthropic {
+	var u usageValue
+	_ = u.UnmarshalJSON(v)
+	return u.w.anthropic()
 }

@@ -240,7 +240,7 @@ func FuzzStreamScanner(f *testing.F) {
 			}
 			c0, c1, fast := lastNullUsage(p, u)
 			c, valid := walkChunk(p)
-			if fast && valid && c.usages == 1 && (c.usage.kind != 'n' || c.cut0 != c0 || c.cut1 != c1) {
+			if fast && valid && c.usages == 1 && (c.usageKind() != 'n' || c.cut0 != c0 || c.cut1 != c1) {
 				t.Fatalf("lastNullUsage(%q) = %d, %d; walkChunk: %+v", p, c0, c1, c)
 			}
 		}

@@ -400,6 +400,13 @@ func (s *StreamScanner) line(l []byte, edit bool) (drop bool, c0, c1 int) {
 			return false, off + c0, off + c1
 		}
 	}
+	return s.walk(p, off, edit, searching)
+}
+
+// walk is line's reading of a chunk that may hold usage or the model.
+// line stays a small frame: it runs for every line, on the copy path of
+// every stream, whose stack is as deep as line and what it calls.
+func (s *StreamScanner) walk(p []byte, off int, edit, searching bool) (drop bool, c0, c1 int) {
 	c, ok := walkChunk(p)
 	if !ok {
 		return false, 0, 0
@@ -424,10 +431,10 @@ func (s *StreamScanner) line(l []byte, edit bool) (drop bool, c0, c1 int) {
 	if !edit || c.usages != 1 {
 		return false, 0, 0
 	}
-	if c.usage.kind == '{' && c.choices && c.choicesEmpty {
+	if c.usageKind() == '{' && c.choices && c.choicesEmpty {
 		return true, 0, 0
 	}
-	if c.usage.kind == 'n' {
+	if c.usageKind() == 'n' {
 		return false, off + c.cut0, off + c.cut1
 	}
 	return false, 0, 0

@@ -124,11 +124,17 @@ type anthropic struct {
 	input, cacheCreation, cacheRead, output count
 }
 
-func (a *anthropic) update(w wireUsage) {
-	a.input = w.InputTokens.or(a.input)
-	a.cacheCreation = w.CacheCreation.or(a.cacheCreation)
-	a.cacheRead = w.CacheRead.or(a.cacheRead)
-	a.output = w.OutputTokens.or(a.output)
+// update takes the counts that u reports.
+func (a *anthropic) update(u anthropic) {
+	a.input = u.input.or(a.input)
+	a.cacheCreation = u.cacheCreation.or(a.cacheCreation)
+	a.cacheRead = u.cacheRead.or(a.cacheRead)
+	a.output = u.output.or(a.output)
+}
+
+// anthropic reads w as Anthropic Messages report it.
+func (w wireUsage) anthropic() anthropic {
+	return anthropic{input: w.InputTokens, cacheCreation: w.CacheCreation, cacheRead: w.CacheRead, output: w.OutputTokens}
 }
 
 // tokens maps a to Usage's terms: Anthropic's input_tokens leave out the
