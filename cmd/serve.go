@@ -178,6 +178,7 @@ func runServe(ctx context.Context, app *appContext, stderr io.Writer, cfg serveC
 	if err != nil {
 		return err
 	}
+	app.db.SetLogger(log)
 	release, err := app.db.ClaimServer()
 	if err != nil {
 		return err

@@ -87,6 +87,10 @@ type watch struct {
 	failing bool      // the last auth_version read failed: outage mode
 	triedAt time.Time // when it last failed
 	probing bool      // a lookup is reading the version, unlocked, in outage mode
+	// prevUsers and prevProviders are the maps as they were before the
+	// last reset, for fallback only.
+	prevUsers     map[string]aiproxy.User
+	prevProviders map[string]*providerTable
 
 	grace   time.Duration // how long cached entries outlive an outage
 	retry   time.Duration // in outage mode, the least time between two reads
@@ -342,6 +346,14 @@ func (h hashScanner) Scan(dest ...any) error {
 // before the change that this reset is for.
 func (c *cache) reset() {
 	c.gen++
+	if c.watched {
+		if len(c.users) > 0 {
+			c.prevUsers = c.users
+		}
+		if len(c.providers) > 0 {
+			c.prevProviders = c.providers
+		}
+	}
 	c.users = map[string]aiproxy.User{}
 	c.providers = map[string]*providerTable{}
 	c.userLoads = map[string]*load[aiproxy.User]{}
@@ -421,8 +433,34 @@ func (c *cache) user(ctx context.Context, keyHash string, load func() (aiproxy.U
 	if len(c.used) <= maxRefresh {
 		c.used[keyHash] = struct{}{}
 	}
-	return lookup(ctx, c, c.users, c.userLoads, keyHash,
+	u, err := lookup(ctx, c, c.users, c.userLoads, keyHash,
 		func(_ aiproxy.User, err error) bool { return err == nil }, load)
+	if err != nil {
+		if prev, ok := fallback(c, func() map[string]aiproxy.User { return c.prevUsers }, keyHash, err); ok {
+			return prev, nil
+		}
+	}
+	return u, err
+}
+
+// fallback returns the entry for key that the cache held before the last
+// change (prev, under c.mu), for a lookup whose load failed because the
+// database cannot be reached, while a watched cache still serves what it
+// holds (syncWatched): a change committed just before an outage must not
+// turn away every key whose entry it emptied, when the keys it did not
+// empty are served. Never otherwise: with the database up, a load answers.
+func fallback[T any](c *cache, prev func() map[string]T, key string, err error) (T, bool) {
+	var zero T
+	if aiproxy.ErrorCode(dbError(err)) != aiproxy.EUNAVAILABLE {
+		return zero, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.watched || c.stale() != nil {
+		return zero, false
+	}
+	v, ok := prev()[key]
+	return v, ok
 }
 
 // providerTable returns the cached provider table (hosts, aliases, keys),
@@ -434,6 +472,12 @@ func (c *cache) providerTable(ctx context.Context, load func() (*providerTable, 
 		c.mu.Unlock()
 		return nil, err
 	}
-	return lookup(ctx, c, c.providers, c.providerLoads, "",
+	t, err := lookup(ctx, c, c.providers, c.providerLoads, "",
 		func(_ *providerTable, err error) bool { return err == nil }, load)
+	if err != nil {
+		if prev, ok := fallback(c, func() map[string]*providerTable { return c.prevProviders }, "", err); ok {
+			return prev, nil
+		}
+	}
+	return t, err
 }

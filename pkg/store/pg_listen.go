@@ -147,15 +147,15 @@ func (l *listener) run(ctx context.Context) {
 	wait := l.retry
 	down := false // logged as down since the last connection
 	for {
-		connected, err := l.session(ctx)
+		connected, err := l.session(ctx, down)
 		l.c.unlistened()
 		if ctx.Err() != nil {
 			return
 		}
 		if connected {
-			wait = l.retry
+			wait, down = l.retry, false
 		}
-		if connected || !down {
+		if !down {
 			l.d.log.Warn("auth listener disconnected: checking keys on every request until it is back",
 				"db", l.d.path, "err", l.d.scrub(rootCause(err)))
 			down = true
@@ -174,8 +174,9 @@ func (l *listener) run(ctx context.Context) {
 // session runs one connection: LISTEN, then wait for notifications (which
 // the connection's OnNotification hands to the cache), pinging after each
 // quiet period so that a connection that died without a word is noticed.
-// It reports whether LISTEN took effect.
-func (l *listener) session(ctx context.Context) (connected bool, err error) {
+// It reports whether LISTEN took effect. The first connection is not
+// logged (serve's first line comes after it); a reconnection is.
+func (l *listener) session(ctx context.Context, reconnect bool) (connected bool, err error) {
 	conn, err := pgconn.ConnectConfig(ctx, l.cfg)
 	if err != nil {
 		return false, err
@@ -189,7 +190,9 @@ func (l *listener) session(ctx context.Context) (connected bool, err error) {
 		return false, err
 	}
 	l.c.listening()
-	l.d.log.Info("auth listener connected", "db", l.d.path)
+	if reconnect {
+		l.d.log.Info("auth listener reconnected", "db", l.d.path)
+	}
 	for {
 		wctx, cancel := context.WithTimeout(ctx, l.quiet)
 		err := conn.WaitForNotification(wctx)

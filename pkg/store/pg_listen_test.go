@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -245,19 +246,43 @@ func TestListen_OutageServesCachedKeysForTheGraceThenRefuses(t *testing.T) {
 	ctx := t.Context()
 	alice, stranger := cacheKey(1), cacheKey(2)
 	mustCreate(t, serve, "alice", alice)
+	const host = "api.example.com"
+	if err := serve.AddProviderKey(ctx, ProviderKey{Host: host, DefaultBaseURL: "https://" + host,
+		Secret: "sk-upstream", KeyHash: keys.Hash("sk-upstream"), KeyHint: keys.Hint("sk-upstream")}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	waitLive(t, serve, true)
+	if _, err := serve.UserByKeyHash(ctx, keys.Hash(alice)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serve.ProviderByHost(ctx, host); err != nil {
+		t.Fatal(err)
+	}
+	// A change just before the outage: the lookup after it empties the
+	// provider table, which then cannot be loaded again while the
+	// database is down; the table from before the change is served.
+	mustCreate(t, serve, "bob", cacheKey(3))
 	if _, err := serve.UserByKeyHash(ctx, keys.Hash(alice)); err != nil {
 		t.Fatal(err)
 	}
 	rec := usage.New(serve.InsertUsage, serve.log, 1000)
 	rec.Linger, rec.RetryDelay = time.Millisecond, 10*time.Millisecond
 
-	cluster.Stop(t, "fast")
+	cluster.Stop(t, "immediate")
 	waitLive(t, serve, false)
+	for i := range 3 { // each of the pool's connections that the stop broke, and then none
+		err := serve.CreateUser(ctx, fmt.Sprintf("during%d", i), "h", "hint", time.Now(), nil)
+		if aiproxy.ErrorCode(err) != aiproxy.EUNAVAILABLE {
+			t.Errorf("CreateUser during the outage error = %v (code %q), want EUNAVAILABLE", err, aiproxy.ErrorCode(err))
+		}
+	}
 	const during = 50
 	for i := range during {
 		if _, err := serve.UserByKeyHash(ctx, keys.Hash(alice)); err != nil {
 			t.Fatalf("lookup %d of a cached key during the outage error = %v, want it served", i, err)
+		}
+		if _, err := serve.ProviderByHost(ctx, host); err != nil {
+			t.Fatalf("provider lookup %d during the outage, its table emptied by a change just before: error = %v, want it served", i, err)
 		}
 		rec.Record(aiproxy.Usage{Time: time.Now(), UserID: 1, UserName: "alice", Provider: "p", Model: "m", Path: "/v1/x", Status: 200})
 	}

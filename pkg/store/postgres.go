@@ -6,7 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"sort"
 	"strconv"
@@ -244,8 +246,20 @@ func (d *DB) pgDBError(err error) error {
 		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is unavailable: not changed", d.path)
 	case code == "" && isConnError(err):
 		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is unreachable: not changed", d.path)
+	case code == "" && isConnLost(err):
+		// Lost in the middle: a commit may or may not have been made.
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "connection to database %s lost: check and try again", d.path)
 	}
 	return err
+}
+
+// isConnLost reports whether err is a connection that broke while in use
+// (the server stopped or restarted, the network failed), as opposed to an
+// error of the statement.
+func isConnLost(err error) bool {
+	var ne net.Error
+	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.As(err, &ne)
 }
 
 func isConnError(err error) bool {

@@ -111,6 +111,19 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.log = l }
 }
 
+// SetLogger sends d's log lines to l from now on. serve opens the store
+// with a logger that holds its lines back until serve's first line is out,
+// then hands over its own with this, before ClaimServer starts the
+// listener, which logs an outage of PostgreSQL and its end.
+func (d *DB) SetLogger(l *slog.Logger) {
+	d.log = l
+	if d.cache != nil {
+		d.cache.mu.Lock()
+		d.cache.log = l
+		d.cache.mu.Unlock()
+	}
+}
+
 // open is Open with a chosen busy timeout, so that tests of a held write
 // lock need not wait BusyTimeout.
 func open(ctx context.Context, path string, busyTimeout time.Duration, opts ...Option) (*DB, error) {
@@ -550,7 +563,7 @@ func dbError(err error) error {
 		return nil
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) || (sqliteCode(err) == 0 && isConnError(err)) {
+	if errors.As(err, &pe) || (sqliteCode(err) == 0 && (isConnError(err) || isConnLost(err))) {
 		return (&DB{}).pgDBError(err)
 	}
 	switch sqliteCode(err) & 0xff {
