@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
+	"github.com/aiproxy/aiproxy/pkg/pgtest"
 )
 
 func benchUsage() aiproxy.Usage {
@@ -105,4 +106,46 @@ func insertUsageMultiRow(ctx context.Context, d *DB, batch []aiproxy.Usage) erro
 		}
 		return nil
 	})
+}
+
+// BenchmarkInsertUsage_Postgres: the usage writer's batches on PostgreSQL
+// (InsertUsage: multi-row INSERTs of 64 rows, the usage_rollup trigger of
+// migration 0009 once per row, one transaction under the write lock), in
+// batches of 200 (the usage writer's batch at 2,000 requests/s and its
+// 100 ms linger) and 512 (its MaxBatch), each batch's records spread over
+// 50 users, 3 providers and 10 models. records/s is what one writer keeps
+// up with; issue 16 asks for 2,000. The server is a cluster of the
+// benchmark's own that commits synchronously (synchronous_commit=on, as in
+// production; fsync stays off: the disk's flush is not measured).
+//
+//	go test -run '^$' -bench BenchmarkInsertUsage_Postgres -benchtime 200x ./pkg/store
+func BenchmarkInsertUsage_Postgres(b *testing.B) {
+	cluster := pgtest.NewCluster(b)
+	for _, size := range []int{200, 512} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			us := make([]aiproxy.Usage, size)
+			for i := range us {
+				us[i] = benchUsage()
+				us[i].UserID = int64(i*7%50) + 1
+				us[i].UserName = fmt.Sprintf("user%d", us[i].UserID)
+				us[i].Provider = []string{"api.openai.com", "api.groq.com", "api.anthropic.com"}[i%3]
+				us[i].Model = fmt.Sprintf("model-%d", i%10)
+			}
+			ctx := context.Background()
+			d, err := Open(ctx, cluster.NewDatabase(b), WithSecretKey(TestSecret, "AIPROXY_SECRET_KEY"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				if err := d.InsertUsage(ctx, us); err != nil {
+					b.Fatal(err)
+				}
+				n += size
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
 }
