@@ -1,12 +1,17 @@
 package store_test
 
 import (
+	"io/fs"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/aiproxy/aiproxy/db"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/pgtest"
 	"github.com/aiproxy/aiproxy/pkg/store"
@@ -55,6 +60,55 @@ func TestPostgres_TenInstancesMigrateOnce(t *testing.T) {
 	}
 	if _, err := dbs[7].UserByName(t.Context(), "alice"); err != nil {
 		t.Errorf("UserByName(alice) on another instance error = %v", err)
+	}
+}
+
+// TestPostgres_AppliesItsOwnMigrationFolder: PostgreSQL applies every file
+// of db/migrations/postgres, those without a SQLite twin too
+// (0011_notify.sql), and no other.
+func TestPostgres_AppliesItsOwnMigrationFolder(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	d, err := store.Open(t.Context(), dsn, pgSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	entries, err := fs.ReadDir(db.PostgresMigrations, "migrations/postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range entries {
+		want = append(want, e.Name())
+	}
+	if !slices.Contains(want, "0011_notify.sql") {
+		t.Fatalf("db/migrations/postgres = %v, want 0011_notify.sql among them", want)
+	}
+	if _, err := fs.Stat(db.Migrations, "migrations/0011_notify.sql"); err == nil {
+		t.Fatalf("0011_notify.sql has a SQLite twin: this test then proves nothing")
+	}
+	raw, err := store.OpenRawPostgres(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	rows, err := raw.QueryContext(t.Context(), "SELECT name FROM schema_migrations ORDER BY name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
+	}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("schema_migrations mismatch (-want +got):\n%s", diff)
 	}
 }
 
