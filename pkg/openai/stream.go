@@ -411,6 +411,24 @@ func (s *StreamScanner) walk(p []byte, off int, edit, searching bool) (drop bool
 	if !ok {
 		return false, 0, 0
 	}
+	s.take(&c, searching)
+	if !edit || c.usages != 1 {
+		return false, 0, 0
+	}
+	if c.usageKind() == '{' && c.choices && c.choicesEmpty {
+		return true, 0, 0
+	}
+	if c.usageKind() == 'n' {
+		return false, off + c.cut0, off + c.cut1
+	}
+	return false, 0, 0
+}
+
+// take keeps what c reports. It is not inlined into walk, whose frame is
+// under walkChunk's.
+//
+//go:noinline
+func (s *StreamScanner) take(c *chunk, searching bool) {
 	r := c.report()
 	switch {
 	case r.start:
@@ -428,16 +446,6 @@ func (s *StreamScanner) walk(p []byte, off int, edit, searching bool) (drop bool
 	if searching {
 		s.model = r.model
 	}
-	if !edit || c.usages != 1 {
-		return false, 0, 0
-	}
-	if c.usageKind() == '{' && c.choices && c.choicesEmpty {
-		return true, 0, 0
-	}
-	if c.usageKind() == 'n' {
-		return false, off + c.cut0, off + c.cut1
-	}
-	return false, 0, 0
 }
 
 // nullUsageOnly reports whether every `"usage"` in p from u on that is
