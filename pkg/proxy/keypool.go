@@ -43,7 +43,7 @@ type restState struct {
 // covers what this process saw since, until the provider is reloaded.
 type keyPool struct {
 	mu     sync.Mutex
-	rested map[string]restState // by host and provider key (restKey)
+	rested map[restKey]restState
 	store  KeyStates
 	now    func() time.Time
 	// resting, when set, is told how many keys of a host this process
@@ -52,7 +52,7 @@ type keyPool struct {
 }
 
 func newKeyPool(store KeyStates, now func() time.Time, resting func(string, int)) *keyPool {
-	return &keyPool{rested: make(map[string]restState), store: store, now: now, resting: resting}
+	return &keyPool{rested: make(map[restKey]restState), store: store, now: now, resting: resting}
 }
 
 // usable returns the provider's keys that may be used now, starting at
@@ -65,9 +65,9 @@ func (kp *keyPool) usable(prov aiproxy.Provider, start int, now time.Time) ([]st
 	kp.mu.Lock()
 	for i := range n {
 		k := prov.Keys[(start+i)%n]
-		st, ok := kp.rested[restKey(prov.Host, k)]
+		st, ok := kp.rested[restKey{prov.Host, k}]
 		if ok && st.provider != prov.Version {
-			delete(kp.rested, restKey(prov.Host, k)) // the provider was touched since
+			delete(kp.rested, restKey{prov.Host, k}) // the provider was touched since
 			ok = false
 		}
 		if !ok {
@@ -94,8 +94,10 @@ func (kp *keyPool) usable(prov aiproxy.Provider, start int, now time.Time) ([]st
 	return nil, &restingError{wake: wake.Sub(now), host: prov.Host}
 }
 
-// restKey is the key of rested: one key may serve two providers.
-func restKey(host, key string) string { return host + "\x00" + key }
+// restKey is the key of rested, by host and provider key: one key may
+// serve two providers. (A struct, not the two joined: a lookup for each key
+// of every request then allocates nothing.)
+type restKey struct{ host, key string }
 
 // stateOf is the stored state of the provider's i-th key; provider -1
 // means usable.
@@ -124,10 +126,10 @@ func (kp *keyPool) rest(prov aiproxy.Provider, key string, res *http.Response) {
 		until = kp.now().Add(d)
 	}
 	kp.mu.Lock()
-	kp.rested[restKey(prov.Host, key)] = restState{until: until, provider: prov.Version}
+	kp.rested[restKey{prov.Host, key}] = restState{until: until, provider: prov.Version}
 	n := 0
 	for _, k := range prov.Keys {
-		if st, ok := kp.rested[restKey(prov.Host, k)]; ok && (st.until.IsZero() || st.until.After(kp.now())) {
+		if st, ok := kp.rested[restKey{prov.Host, k}]; ok && (st.until.IsZero() || st.until.After(kp.now())) {
 			n++
 		}
 	}
