@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/aiproxy/aiproxy/pkg/pgtest"
@@ -18,5 +19,8 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_DATA_HOME", home+"/data")
 	code := pgtest.Main(m) // m.Run, then stop the PostgreSQL tests' cluster
 	os.RemoveAll(home)
+	if templatePath != "" {
+		os.RemoveAll(filepath.Dir(templatePath))
+	}
 	os.Exit(code)
 }
