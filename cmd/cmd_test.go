@@ -2,13 +2,11 @@ package cmd
 
 import (
 	"bytes"
-	"context"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/admin"
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/store"
+	"github.com/aiproxy/aiproxy/pkg/storetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/cmd")
@@ -66,51 +65,10 @@ func checkFailed(t *testing.T, r result, want string) {
 }
 
 // newDBPath returns the path of a new, empty database (schema and secret
-// key file made) in a fresh temporary folder. It is a copy of one made
-// once: under the race detector, creating the schema (parsing nine
-// migrations in pure-Go SQLite) took about half of this package's CPU.
+// key file made) in a fresh temporary folder.
 func newDBPath(t *testing.T) string {
 	t.Helper()
-	tmpl := templateDB(t)
-	path := filepath.Join(t.TempDir(), "aiproxy.db")
-	for _, suffix := range []string{"", ".key"} {
-		b, err := os.ReadFile(tmpl + suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path+suffix, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return path
-}
-
-var (
-	templateOnce sync.Once
-	templatePath string
-	templateErr  error
-)
-
-// templateDB makes, once, the empty database that newDBPath copies.
-func templateDB(t *testing.T) string {
-	templateOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "aiproxy-cmd-test-template-")
-		if err != nil {
-			templateErr = err
-			return
-		}
-		templatePath = filepath.Join(dir, "aiproxy.db")
-		d, err := store.Open(context.Background(), templatePath)
-		if err != nil {
-			templateErr = err
-			return
-		}
-		templateErr = d.Close()
-	})
-	if templateErr != nil {
-		t.Fatalf("template database: %v", templateErr)
-	}
-	return templatePath
+	return storetest.NewFile(t)
 }
 
 // openService opens the database at path directly, as a second process

@@ -2,10 +2,10 @@ package cmd
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/aiproxy/aiproxy/pkg/pgtest"
+	"github.com/aiproxy/aiproxy/pkg/storetest"
 )
 
 // TestMain gives the tests a home of their own: a command run without
@@ -19,8 +19,6 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_DATA_HOME", home+"/data")
 	code := pgtest.Main(m) // m.Run, then stop the PostgreSQL tests' cluster
 	os.RemoveAll(home)
-	if templatePath != "" {
-		os.RemoveAll(filepath.Dir(templatePath))
-	}
+	storetest.Cleanup()
 	os.Exit(code)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/keys"
 	"github.com/aiproxy/aiproxy/pkg/store"
+	"github.com/aiproxy/aiproxy/pkg/storetest"
 )
 
 var t0 = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
@@ -64,7 +65,7 @@ type fixture struct {
 // clock at t0 and a predictable key source.
 func newService(t *testing.T) fixture {
 	t.Helper()
-	db, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "aiproxy.db"))
+	db, err := store.Open(t.Context(), storetest.NewFile(t))
 	if err != nil {
 		t.Fatalf("store.Open() error = %v", err)
 	}

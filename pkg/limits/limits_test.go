@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/limits"
 	"github.com/aiproxy/aiproxy/pkg/pgtest"
 	"github.com/aiproxy/aiproxy/pkg/store"
+	"github.com/aiproxy/aiproxy/pkg/storetest"
 )
 
 // t0 is a Wednesday, on a whole second.
@@ -53,7 +53,11 @@ type env struct {
 // promises hold for both.
 //
 //	AIPROXY_TEST_STORE=postgres go test ./pkg/limits
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	storetest.Cleanup()
+	os.Exit(code)
+}
 
 var testPostgres = os.Getenv("AIPROXY_TEST_STORE") == "postgres"
 
@@ -62,9 +66,11 @@ const testSecret = "bGltaXRzIHRlc3Qgc2VjcmV0IGtleSwgMzIgYnl0ZXM="
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "aiproxy.db")
+	var path string
 	if testPostgres {
 		path = pgtest.NewDatabase(t)
+	} else {
+		path = storetest.NewFile(t)
 	}
 	return &env{t: t, path: path, db: open(t, path), clock: &clock{t: t0}}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/proxy"
 	"github.com/aiproxy/aiproxy/pkg/server"
 	"github.com/aiproxy/aiproxy/pkg/store"
+	"github.com/aiproxy/aiproxy/pkg/storetest"
 	"github.com/aiproxy/aiproxy/pkg/usage"
 )
 
@@ -69,7 +69,7 @@ func (s *syncBuffer) String() string {
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "aiproxy.db"))
+	db, err := store.Open(ctx, storetest.NewFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}
