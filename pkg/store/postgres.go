@@ -237,18 +237,22 @@ func pgCode(err error) string {
 // pgDBError maps the PostgreSQL errors a caller can act on to domain errors.
 func (d *DB) pgDBError(err error) error {
 	code := pgCode(err)
+	db := "database" // dbError has no *DB: no name then, rather than an empty one
+	if d.path != "" {
+		db += " " + d.path
+	}
 	switch {
 	case code == "40001" || code == "40P01" || code == "55P03":
 		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database is busy (%s), try again", code)
 	case code == "53100":
 		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database disk is full: not changed")
 	case strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03":
-		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is unavailable: not changed", d.path)
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "%s is unavailable: not changed", db)
 	case code == "" && isConnError(err):
-		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is unreachable: not changed", d.path)
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "%s is unreachable: not changed", db)
 	case code == "" && isConnLost(err):
 		// Lost in the middle: a commit may or may not have been made.
-		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "connection to database %s lost: check and try again", d.path)
+		return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "connection to %s lost: check and try again", db)
 	}
 	return err
 }
