@@ -84,7 +84,9 @@ func openPostgres(ctx context.Context, dsn string, o options) (*DB, error) {
 	}
 	sdb := sql.OpenDB(pgConnector{base: stdlib.GetConnector(*cfg), rebind: &rebinder{}})
 	// Enough for serve's lookups, the usage writer and limit reservations;
-	// ten instances stay well under PostgreSQL's default 100 connections.
+	// with serve's listener (pg_listen.go), outside the pool, an instance
+	// holds at most nine: ten instances stay under PostgreSQL's default
+	// 100 connections.
 	sdb.SetMaxOpenConns(8)
 	sdb.SetMaxIdleConns(8)
 	sdb.SetConnMaxIdleTime(5 * time.Minute)
