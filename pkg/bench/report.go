@@ -281,19 +281,24 @@ func (r *Report) AddMicro(m []MicroResult) {
 	r.checks()
 }
 
+// ratioCheck is the check that av ÷ bv is at most lim.
+func ratioCheck(name, limit string, lim float64, unit string, av, bv *float64) Check {
+	c := Check{Name: name, Limit: limit, Unit: unit}
+	if av == nil || bv == nil || *bv <= 0 {
+		c.Missing = true
+	} else {
+		c.Value = math.Round(*av / *bv * 100) / 100
+		c.Pass = c.Value <= lim
+	}
+	return c
+}
+
 // checks compares aiproxy with the baseline against issue 10's targets.
 func (r *Report) checks() {
 	r.Checks = nil
 	a, b := r.byName["aiproxy"], r.byName["baseline"]
 	ratio := func(name, limit string, lim float64, av, bv *float64) {
-		c := Check{Name: name, Limit: limit, Unit: "× baseline"}
-		if av == nil || bv == nil || *bv <= 0 {
-			c.Missing = true
-		} else {
-			c.Value = math.Round(*av / *bv * 100) / 100
-			c.Pass = c.Value <= lim
-		}
-		r.Checks = append(r.Checks, c)
+		r.Checks = append(r.Checks, ratioCheck(name, limit, lim, "× baseline", av, bv))
 	}
 	if a != nil && b != nil {
 		for i, ar := range a.Rates {
@@ -320,6 +325,30 @@ func (r *Report) checks() {
 			ratio("stream time to first event added, p50", "≤ 1.15", 1.15, a.Stream.AddedTTFEP50, b.Stream.AddedTTFEP50)
 			r.Checks = append(r.Checks, Check{Name: "stream events held back", Value: float64(a.Stream.HeldBack),
 				Limit: "0", Unit: "events", Pass: a.Stream.HeldBack == 0 && a.Stream.Errors == 0})
+		}
+	}
+	// aiproxy on PostgreSQL (-postgres) against aiproxy on SQLite: issue
+	// 16's target for users without limits.
+	if pg := r.byName["aiproxy-postgres"]; pg != nil && a != nil {
+		vsSQLite := func(name string, av, bv *float64) {
+			r.Checks = append(r.Checks, ratioCheck(name, "≤ 1.1", 1.1, "× SQLite", av, bv))
+		}
+		for i, pr := range pg.Rates {
+			if i < len(a.Rates) {
+				vsSQLite(fmt.Sprintf("PostgreSQL: added p50 latency at %d requests/s", pr.Rate), pr.AddedP50, a.Rates[i].AddedP50)
+			}
+		}
+		var pcpu, scpu []float64
+		for _, rate := range r.results.Config.Rates {
+			for _, s := range r.results.Rates["aiproxy-postgres"][rate] {
+				pcpu = append(pcpu, perRequest(s.CPU, s.Requests))
+			}
+			for _, s := range r.results.Rates["aiproxy"][rate] {
+				scpu = append(scpu, perRequest(s.CPU, s.Requests))
+			}
+		}
+		if len(pcpu) > 0 && len(scpu) > 0 {
+			vsSQLite("PostgreSQL: proxy CPU per request (open-loop runs)", ptr(median(pcpu)), ptr(median(scpu)))
 		}
 	}
 	if a != nil && a.Mass != nil {

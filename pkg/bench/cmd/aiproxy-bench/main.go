@@ -280,6 +280,9 @@ type suite struct {
 	// baseH2 lets the baseline negotiate HTTP/2 (-baseline-h2).
 	serveArgs []string
 	baseH2    bool
+	// pgDSN, when set, adds aiproxy on that PostgreSQL database
+	// (-postgres) as the target aiproxy-postgres.
+	pgDSN string
 	// profileTime is how long -profile loads each server (-profile-time).
 	profileTime time.Duration
 	// upstream is the base URL the proxies reach the mock at (the TLS
@@ -334,6 +337,7 @@ func runSuite(args []string) int {
 	var serveArgs stringList
 	fs.Var(&serveArgs, "serve-arg", "an extra argument for aiproxy serve, e.g. -serve-arg=--upstream-http2 (repeatable)")
 	baseH2 := fs.Bool("baseline-h2", false, "with -upstream https: the baseline negotiates HTTP/2 when offered, instead of HTTP/1.1 with its pool")
+	pgDSN := fs.String("postgres", "", "also measure aiproxy on this PostgreSQL database (postgres://…, an empty database) as aiproxy-postgres, against aiproxy on SQLite in the same run")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -370,7 +374,7 @@ func runSuite(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 	s := &suite{ctx: ctx, out: *out, logw: os.Stderr, tls: *upScheme == "https", h2: *upH2, serveArgs: serveArgs, baseH2: *baseH2,
-		profileTime: *profileTime}
+		profileTime: *profileTime, pgDSN: *pgDSN}
 	defer s.stopAll()
 	rep, err := s.run(cfg, *quick, *profile, *micro, *nginx, *bin, *latency, *keep, *nice)
 	if rep != nil {
@@ -462,7 +466,7 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 	targets = append(targets, bench.Target{Name: "baseline", URL: "http://" + baseAddr, PIDs: pids(base)})
 
 	db := filepath.Join(tmp, "aiproxy.db")
-	keys, err := s.setupAiproxy(db)
+	keys, err := s.setupAiproxy(db, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -475,6 +479,13 @@ func (s *suite) run(cfg bench.Config, quick, profile, micro bool, nginx, bin str
 		return nil, err
 	}
 	targets = append(targets, bench.Target{Name: "aiproxy", URL: "http://" + aiAddr, Keys: keys, PIDs: pids(ai)})
+	if s.pgDSN != "" {
+		t, err := s.startPostgres()
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
 
 	var notes []string
 	if s.tls && nginx != "off" {
@@ -595,11 +606,36 @@ func (s *suite) goCmd(stdout io.Writer, args ...string) error {
 	return c.Run()
 }
 
+// benchSecret is the AIPROXY_SECRET_KEY of aiproxy on PostgreSQL (base64
+// of 32 bytes), which needs one.
+const benchSecret = "YWlwcm94eS1iZW5jaCBwb3N0Z3JlcyBzZWNyZXQhISE="
+
+// startPostgres starts aiproxy on s.pgDSN, set up as aiproxy on SQLite is.
+func (s *suite) startPostgres() (bench.Target, error) {
+	env := append([]string{"AIPROXY_SECRET_KEY=" + benchSecret}, s.upEnv...)
+	keys, err := s.setupAiproxy(s.pgDSN, env)
+	if err != nil {
+		return bench.Target{}, err
+	}
+	addr, _ := bench.FreeAddr("127.0.0.7")
+	p, err := s.startEnv("aiproxy-postgres", env, append([]string{s.aiproxy, "--db", s.pgDSN, "serve", "--listen", addr,
+		"--default-provider", s.upHost, "--shutdown-grace", "2s"}, s.serveArgs...)...)
+	if err != nil {
+		return bench.Target{}, err
+	}
+	if err := bench.WaitReady(s.ctx, p, "http://"+addr+"/healthz", 15*time.Second); err != nil {
+		return bench.Target{}, err
+	}
+	return bench.Target{Name: "aiproxy-postgres", URL: "http://" + addr, Keys: keys, PIDs: pids(p)}, nil
+}
+
 // setupAiproxy registers the mock (s.upHost at s.upstream) as a provider and
-// makes ten users with the aiproxy CLI, and returns their keys.
-func (s *suite) setupAiproxy(db string) ([]string, error) {
+// makes ten users with the aiproxy CLI on db (env added to its
+// environment), and returns their keys.
+func (s *suite) setupAiproxy(db string, env []string) ([]string, error) {
 	run := func(args ...string) (string, error) {
 		c := exec.CommandContext(s.ctx, s.aiproxy, append([]string{"--db", db}, args...)...)
+		c.Env = append(os.Environ(), env...)
 		var stderr bytes.Buffer
 		c.Stderr = &stderr
 		out, err := c.Output()
