@@ -70,8 +70,14 @@ type Ledger interface {
 	Release(ctx context.Context, id int64) error
 }
 
-// ledgerTimeout bounds each call to the Ledger.
-const ledgerTimeout = 10 * time.Second
+// reserveTimeout bounds a reservation in the Ledger, and settleTimeout a
+// settlement or release: those run as the request ends, before its
+// handler returns, so a database that went away must not hold every
+// answer in flight for long; the ledger retries one that failed.
+const (
+	reserveTimeout = 5 * time.Second
+	settleTimeout  = 2 * time.Second
+)
 
 // DefaultReserve is the number of output tokens reserved for a request
 // that names no maximum (serve --default-reserve).
@@ -601,7 +607,7 @@ func (l *Limiter) reserveShared(req Request) (*Reservation, error) {
 		s := lim.Spend.Period.Start(now)
 		usdStart = &s
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), reserveTimeout)
 	defer cancel()
 	var r *Reservation
 	var refusal error
@@ -849,7 +855,7 @@ func (r *Reservation) Release() {
 // ledgerCall runs a settlement or release in the ledger; the ledger keeps
 // one that failed and retries it (store.Ledger).
 func (r *Reservation) ledgerCall(fn func(context.Context) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	_ = fn(ctx)
 }
