@@ -281,6 +281,21 @@ func (r *Report) AddMicro(m []MicroResult) {
 	r.checks()
 }
 
+// cpuPerRequest is the median CPU per request of target name over its
+// open-loop runs; nil without any.
+func (r *Report) cpuPerRequest(name string) *float64 {
+	var cpu []float64
+	for _, rate := range r.results.Config.Rates {
+		for _, s := range r.results.Rates[name][rate] {
+			cpu = append(cpu, perRequest(s.CPU, s.Requests))
+		}
+	}
+	if len(cpu) == 0 {
+		return nil
+	}
+	return ptr(median(cpu))
+}
+
 // ratioCheck is the check that av ÷ bv is at most lim.
 func ratioCheck(name, limit string, lim float64, unit string, av, bv *float64) Check {
 	c := Check{Name: name, Limit: limit, Unit: unit}
@@ -309,18 +324,7 @@ func (r *Report) checks() {
 			ratio(fmt.Sprintf("added p50 latency at %d requests/s", ar.Rate), "≤ 1.15", 1.15, ar.AddedP50, br.AddedP50)
 			ratio(fmt.Sprintf("added p99 latency at %d requests/s", ar.Rate), "≤ 1.25", 1.25, ar.AddedP99, br.AddedP99)
 		}
-		var acpu, bcpu []float64
-		for _, rate := range r.results.Config.Rates {
-			for _, s := range r.results.Rates["aiproxy"][rate] {
-				acpu = append(acpu, perRequest(s.CPU, s.Requests))
-			}
-			for _, s := range r.results.Rates["baseline"][rate] {
-				bcpu = append(bcpu, perRequest(s.CPU, s.Requests))
-			}
-		}
-		if len(acpu) > 0 && len(bcpu) > 0 {
-			ratio("proxy CPU per request (open-loop runs)", "≤ 1.15", 1.15, ptr(median(acpu)), ptr(median(bcpu)))
-		}
+		ratio("proxy CPU per request (open-loop runs)", "≤ 1.15", 1.15, r.cpuPerRequest("aiproxy"), r.cpuPerRequest("baseline"))
 		if a.Stream != nil && b.Stream != nil {
 			ratio("stream time to first event added, p50", "≤ 1.15", 1.15, a.Stream.AddedTTFEP50, b.Stream.AddedTTFEP50)
 			r.Checks = append(r.Checks, Check{Name: "stream events held back", Value: float64(a.Stream.HeldBack),
@@ -338,18 +342,7 @@ func (r *Report) checks() {
 				vsSQLite(fmt.Sprintf("PostgreSQL: added p50 latency at %d requests/s", pr.Rate), pr.AddedP50, a.Rates[i].AddedP50)
 			}
 		}
-		var pcpu, scpu []float64
-		for _, rate := range r.results.Config.Rates {
-			for _, s := range r.results.Rates["aiproxy-postgres"][rate] {
-				pcpu = append(pcpu, perRequest(s.CPU, s.Requests))
-			}
-			for _, s := range r.results.Rates["aiproxy"][rate] {
-				scpu = append(scpu, perRequest(s.CPU, s.Requests))
-			}
-		}
-		if len(pcpu) > 0 && len(scpu) > 0 {
-			vsSQLite("PostgreSQL: proxy CPU per request (open-loop runs)", ptr(median(pcpu)), ptr(median(scpu)))
-		}
+		vsSQLite("PostgreSQL: proxy CPU per request (open-loop runs)", r.cpuPerRequest("aiproxy-postgres"), r.cpuPerRequest("aiproxy"))
 	}
 	if a != nil && a.Mass != nil {
 		r.Checks = append(r.Checks,
