@@ -112,7 +112,8 @@ type Limiter struct {
 	now            func() time.Time
 	defaultReserve int64
 
-	reloadMu sync.Mutex // one reload at a time
+	reloadMu sync.Mutex   // one reload at a time
+	retryAt  atomic.Int64 // after a failed reload: no other before this (Unix ns)
 
 	mu       sync.RWMutex
 	version  int64
@@ -214,7 +215,21 @@ func (l *Limiter) sync() error {
 	if v == cur {
 		return nil
 	}
-	return l.reload(ctx, v)
+	if cur >= 0 && l.now().UnixNano() < l.retryAt.Load() {
+		return nil // the last reload failed: the limits in force hold a while
+	}
+	ctx, cancel := context.WithTimeout(ctx, reserveTimeout)
+	defer cancel()
+	if err := l.reload(ctx, v); err != nil {
+		if cur < 0 {
+			return err
+		}
+		// The database went away just after a change: keep enforcing the
+		// limits loaded last rather than refuse every request, and try
+		// again in a second.
+		l.retryAt.Store(l.now().Add(time.Second).UnixNano())
+	}
+	return nil
 }
 
 // user returns the counters of user id, made on first use; nil for a user

@@ -703,3 +703,34 @@ func BenchmarkReserveSettle_Unlimited(b *testing.B) {
 		r.Settle(p, c, nil, nil)
 	}
 }
+
+// TestLimiter_KeepsItsLimitsWhenTheDatabaseGoesAway: limits changed just
+// before the database became unreachable cannot be loaded; the limiter
+// keeps enforcing the ones it has instead of refusing every request, and a
+// user without limits is not touched.
+func TestLimiter_KeepsItsLimitsWhenTheDatabaseGoesAway(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice := e.user("alice")
+	bob := e.user("bob")
+	e.limit("alice", "rpm", "1")
+	l := e.limiter()
+	if _, err := l.Reserve(limits.Request{UserID: alice, Model: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	cli := &env{t: t, path: e.path, db: open(t, e.path), clock: e.clock}
+	cli.limit("alice", "rpm", "100")
+	e.request() // serve's next lookup sees the change…
+	e.db.Close() // …and then the database is gone
+	_, err := l.Reserve(limits.Request{UserID: alice, Model: "m"})
+	want := aiproxy.ELIMIT // the rpm of 1 still holds
+	if testPostgres {
+		want = aiproxy.EUNAVAILABLE // the counters themselves are in the database
+	}
+	if code(err) != want {
+		t.Errorf("alice after the database went away: %v, want %s", err, want)
+	}
+	if r, err := l.Reserve(limits.Request{UserID: bob, Model: "m"}); r != nil || err != nil {
+		t.Errorf("bob (no limits) after the database went away: %v, %v; want nothing", r, err)
+	}
+}
