@@ -20,7 +20,8 @@ import (
 // call SQLiteOnly.
 //
 //	AIPROXY_TEST_STORE=postgres go test ./pkg/store
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+//
+// TestMain is in main_test.go.
 
 // TestPostgres is set when the suite runs against PostgreSQL.
 var TestPostgres = os.Getenv("AIPROXY_TEST_STORE") == "postgres"

@@ -22,17 +22,23 @@ import (
 	"github.com/aiproxy/aiproxy/pkg/aiproxy"
 	"github.com/aiproxy/aiproxy/pkg/keys"
 	"github.com/aiproxy/aiproxy/pkg/store"
+	"github.com/aiproxy/aiproxy/pkg/storetest"
 )
 
 // t0 is the fixed "now" of the store tests, on a whole millisecond because
 // the store keeps times in Unix milliseconds.
 var t0 = time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
 
-// newTestStore opens a fresh database file in a temporary folder.
+// newTestStore opens a fresh database in a temporary folder: a copy of an
+// empty one (pkg/storetest; the tests of Open and the migrations make
+// their own), or a new PostgreSQL database.
 func newTestStore(t *testing.T) *store.DB {
 	t.Helper()
-	path, opts := store.TestLocation(t, filepath.Join(t.TempDir(), "aiproxy.db"))
-	return openTestStore(t, path, opts...)
+	if store.TestPostgres {
+		path, opts := store.TestLocation(t, "")
+		return openTestStore(t, path, opts...)
+	}
+	return openTestStore(t, storetest.NewFile(t))
 }
 
 // openTestStore opens path (creating it if needed) and closes it when the
