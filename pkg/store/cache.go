@@ -89,9 +89,10 @@ type watch struct {
 	failing bool      // the last auth_version read failed: outage mode
 	triedAt time.Time // when it last failed
 	probing bool      // a lookup is reading the version, unlocked, in outage mode
-	// prevUsers and prevProviders are the maps as they were before the
-	// last reset, for fallback only.
-	prevUsers     map[string]aiproxy.User
+	// prevProviders is the provider table as it was before the last
+	// reset, until a table is loaded again, for fallback only. There is no
+	// such thing for users: the change that emptied the cache may be the
+	// revocation of the very key that would be served from it.
 	prevProviders map[string]*providerTable
 
 	grace   time.Duration // how long cached entries outlive an outage
@@ -272,8 +273,10 @@ func (c *cache) stale() error {
 	if c.now().Sub(c.okAt) <= c.grace {
 		return nil
 	}
-	return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "database %s is unreachable: keys are not checked since %s, over the %s that cached keys are served",
-		c.name, c.okAt.UTC().Format(time.RFC3339), c.grace)
+	// Any caller may read this, before its key is checked: the database's
+	// name and address go only to the log.
+	return aiproxy.Errorf(aiproxy.EUNAVAILABLE, "aiproxy's database is unreachable: keys could not be checked since %s, longer than the %s that known keys are served",
+		c.okAt.UTC().Format(time.RFC3339), c.grace)
 }
 
 // refresh brings the cache up to date after a change: the users looked up
@@ -348,13 +351,8 @@ func (h hashScanner) Scan(dest ...any) error {
 // before the change that this reset is for.
 func (c *cache) reset() {
 	c.gen++
-	if c.watched {
-		if len(c.users) > 0 {
-			c.prevUsers = c.users
-		}
-		if len(c.providers) > 0 {
-			c.prevProviders = c.providers
-		}
+	if c.watched && len(c.providers) > 0 {
+		c.prevProviders = c.providers
 	}
 	c.users = map[string]aiproxy.User{}
 	c.providers = map[string]*providerTable{}
@@ -435,22 +433,16 @@ func (c *cache) user(ctx context.Context, keyHash string, load func() (aiproxy.U
 	if len(c.used) <= maxRefresh {
 		c.used[keyHash] = struct{}{}
 	}
-	u, err := lookup(ctx, c, c.users, c.userLoads, keyHash,
+	return lookup(ctx, c, c.users, c.userLoads, keyHash,
 		func(_ aiproxy.User, err error) bool { return err == nil }, load)
-	if err != nil {
-		if prev, ok := fallback(c, func() map[string]aiproxy.User { return c.prevUsers }, keyHash, err); ok {
-			return prev, nil
-		}
-	}
-	return u, err
 }
 
 // fallback returns the entry for key that the cache held before the last
 // change (prev, under c.mu), for a lookup whose load failed because the
 // database cannot be reached, while a watched cache still serves what it
-// holds (syncWatched): a change committed just before an outage must not
-// turn away every key whose entry it emptied, when the keys it did not
-// empty are served. Never otherwise: with the database up, a load answers.
+// holds (syncWatched): a change to one provider committed just before an
+// outage must not turn away every request, when the users it did not
+// touch are served. Never otherwise: with the database up, a load answers.
 func fallback[T any](c *cache, prev func() map[string]T, key string, err error) (T, bool) {
 	var zero T
 	if aiproxy.ErrorCode(dbError(err)) != aiproxy.EUNAVAILABLE {
@@ -480,6 +472,10 @@ func (c *cache) providerTable(ctx context.Context, load func() (*providerTable, 
 		if prev, ok := fallback(c, func() map[string]*providerTable { return c.prevProviders }, "", err); ok {
 			return prev, nil
 		}
+		return t, err
 	}
-	return t, err
+	c.mu.Lock()
+	c.prevProviders = nil // loaded since the change: never fall back to older
+	c.mu.Unlock()
+	return t, nil
 }

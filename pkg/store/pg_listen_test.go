@@ -330,3 +330,39 @@ func TestListen_OutageServesCachedKeysForTheGraceThenRefuses(t *testing.T) {
 		t.Errorf("lookup after the listener reconnected read auth_version %d times, want 0", got)
 	}
 }
+
+// TestListen_RevokedKeyStaysRevokedThroughAnOutage: a key deleted through
+// another handle, and refused by serve, is still refused when the database
+// goes away afterwards: the outage grace serves only what the cache holds
+// as current, never an entry from before the change that revoked it.
+func TestListen_RevokedKeyStaysRevokedThroughAnOutage(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	dsn := cluster.NewDatabase(t)
+	serve := openServe(t, dsn, WatchOptions{Grace: time.Minute, Retry: 10 * time.Millisecond, Reconnect: 20 * time.Millisecond})
+	cli := openPG(t, dsn)
+	ctx := t.Context()
+	alice, bob := cacheKey(1), cacheKey(2)
+	mustCreate(t, cli, "alice", alice)
+	mustCreate(t, cli, "bob", bob)
+	waitLive(t, serve, true)
+	for _, k := range []string{alice, bob} {
+		if _, err := serve.UserByKeyHash(ctx, keys.Hash(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cli.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(5*time.Second, func() bool { _, err := serve.UserByKeyHash(ctx, keys.Hash(alice)); return err != nil }) {
+		t.Fatal("alice's deleted key still accepted with the database up")
+	}
+	cluster.Stop(t, "immediate")
+	waitLive(t, serve, false)
+	if u, err := serve.UserByKeyHash(ctx, keys.Hash(alice)); err == nil {
+		t.Errorf("alice's deleted key accepted during the outage: %s", u.Name)
+	}
+	if _, err := serve.UserByKeyHash(ctx, keys.Hash(bob)); err != nil {
+		t.Errorf("bob's cached key during the outage: %v, want served within the grace", err)
+	}
+	cluster.Start(t)
+}
