@@ -112,6 +112,8 @@ type Limiter struct {
 	now            func() time.Time
 	defaultReserve int64
 
+	userLocks [64]sync.Mutex // with a ledger: one reservation per user at a time (by id modulo 64)
+
 	reloadMu sync.Mutex   // one reload at a time
 	retryAt  atomic.Int64 // after a failed reload: no other before this (Unix ns)
 
@@ -622,6 +624,12 @@ func (l *Limiter) reserveShared(req Request) (*Reservation, error) {
 		s := lim.Spend.Period.Start(now)
 		usdStart = &s
 	}
+	// One reservation of a user at a time per instance: they would queue
+	// on the user's lock in the database anyway, each holding one of the
+	// pool's few connections, which one busy key must not take from all.
+	mu := &l.userLocks[uint64(req.UserID)%uint64(len(l.userLocks))]
+	mu.Lock()
+	defer mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), reserveTimeout)
 	defer cancel()
 	var r *Reservation
@@ -657,8 +665,11 @@ func (l *Limiter) reserveShared(req Request) (*Reservation, error) {
 func sharedUser(lim *aiproxy.Limits, st aiproxy.LimitState, now time.Time) *user {
 	u := &user{lim: lim, inflight: st.Inflight}
 	for _, w := range st.Window {
-		u.reqs.add(w.Sec, w.Requests)
-		u.toks.add(w.Sec, w.Tokens)
+		// An instance whose clock is ahead of this one's took it "later
+		// than now": it counts as now, not outside the window.
+		sec := min(w.Sec, now.Unix())
+		u.reqs.add(sec, w.Requests)
+		u.toks.add(sec, w.Tokens)
 	}
 	if lim.Tokens != nil {
 		p := lim.Tokens.Period

@@ -720,7 +720,7 @@ func TestLimiter_KeepsItsLimitsWhenTheDatabaseGoesAway(t *testing.T) {
 	}
 	cli := &env{t: t, path: e.path, db: open(t, e.path), clock: e.clock}
 	cli.limit("alice", "rpm", "100")
-	e.request() // serve's next lookup sees the change…
+	e.request()  // serve's next lookup sees the change…
 	e.db.Close() // …and then the database is gone
 	_, err := l.Reserve(limits.Request{UserID: alice, Model: "m"})
 	want := aiproxy.ELIMIT // the rpm of 1 still holds
@@ -732,5 +732,40 @@ func TestLimiter_KeepsItsLimitsWhenTheDatabaseGoesAway(t *testing.T) {
 	}
 	if r, err := l.Reserve(limits.Request{UserID: bob, Model: "m"}); r != nil || err != nil {
 		t.Errorf("bob (no limits) after the database went away: %v, %v; want nothing", r, err)
+	}
+}
+
+// TestLimiter_BudgetSetAgainCountsWhatWasUsedMeanwhile: a token budget
+// lifted for a while and set again in the same period counts what the user
+// spent meanwhile (the usage rows), not only what it counted before.
+func TestLimiter_BudgetSetAgainCountsWhatWasUsedMeanwhile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.user("alice")
+	e.limit("alice", "tokens", "1000/day")
+	l := e.limiter()
+	r, err := l.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Settle(ptr[int64](0), ptr[int64](800), nil, nil)
+	e.limit("alice", "rpm", "100") // the budget is lifted
+	r, err = l.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 5000})
+	if err != nil {
+		t.Fatalf("5000 tokens without a budget: %v", err)
+	}
+	r.Settle(ptr[int64](0), ptr[int64](5000), nil, nil)
+	if err := e.db.InsertUsage(t.Context(), []aiproxy.Usage{
+		{Time: t0, UserID: id, UserName: "alice", Provider: "p", Model: "m", Path: "/v1/chat/completions", Status: 200,
+			TotalTokens: ptr[int64](800), ChargedTokens: 800},
+		{Time: t0, UserID: id, UserName: "alice", Provider: "p", Model: "m", Path: "/v1/chat/completions", Status: 200,
+			TotalTokens: ptr[int64](5000), ChargedTokens: 5000},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.limit("alice", "tokens", "1000/day") // set again, the same day
+	if r, err := l.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 150}); code(err) != aiproxy.EQUOTA {
+		t.Errorf("with 5800 of 1000 used today: %v, %v; want EQUOTA", r, err)
+		r.Release()
 	}
 }

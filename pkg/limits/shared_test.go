@@ -270,3 +270,58 @@ func BenchmarkShared_ReserveSettle(b *testing.B) {
 		})
 	}
 }
+
+// TestShared_ExpiredHoldStillChargesItsRequest: an instance that could not
+// renew its holds for longer than a lease (the database out of its reach)
+// loses their slots to the other instances, but what its requests spent
+// still counts against the budget when they settle.
+func TestShared_ExpiredHoldStillChargesItsRequest(t *testing.T) {
+	t.Parallel()
+	e, ins := newInstances(t, 2, time.Second)
+	id := e.user("alice")
+	e.limit("alice", "tokens", "1000/day")
+	start(t, e, ins)
+	a, b := ins[0], ins[1]
+	r, err := a.lim.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ledger.Close() // A's renewals stop
+	poll(t, func() bool { // until A's hold expired, 501 tokens do not fit
+		r2, err := b.lim.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 501})
+		if err != nil && code(err) != aiproxy.EQUOTA {
+			t.Fatal(err)
+		}
+		r2.Release()
+		return err == nil
+	})
+	r.Settle(ptr[int64](0), ptr[int64](900), nil, nil) // A's request used 900
+	if r3, err := b.lim.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 101}); code(err) != aiproxy.EQUOTA {
+		t.Errorf("101 tokens with 900 of 1000 used: %v, %v; want EQUOTA", r3, err)
+		r3.Release()
+	}
+}
+
+// TestShared_InstanceWithItsClockAheadCountsInTheWindow: the requests an
+// instance whose clock is a second ahead took count in the --rpm window of
+// the others.
+func TestShared_InstanceWithItsClockAheadCountsInTheWindow(t *testing.T) {
+	t.Parallel()
+	e, ins := newInstances(t, 2, 0)
+	id := e.user("alice")
+	e.limit("alice", "rpm", "5")
+	start(t, e, ins)
+	ahead := &clock{t: t0.Add(time.Second)}
+	la, err := limits.New(t.Context(), ins[0].db, ahead.Now, limits.WithLedger(ins[0].ledger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := la.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := ins[1].lim.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 1}); code(err) != aiproxy.ELIMIT {
+		t.Errorf("the sixth request of a 5 rpm key, on the instance a second behind: %v, %v; want ELIMIT", r, err)
+	}
+}

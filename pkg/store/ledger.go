@@ -83,14 +83,20 @@ func (l *Ledger) renew() {
 			return
 		case <-t.C:
 		}
+		// Renewed first: a backlog of retries must not make it late. A
+		// hold marked expired while the database was out of reach holds
+		// again.
 		ctx, cancel := context.WithTimeout(context.Background(), l.lease/3)
-		l.retryFailed(ctx)
-		_, err := l.d.sql.ExecContext(ctx, "UPDATE limit_holds SET lease_until = "+pgNowMS+" + CAST(? AS BIGINT) WHERE instance = ? AND NOT settled",
-			l.lease.Milliseconds(), l.instance)
+		_, err := l.d.sql.ExecContext(ctx, "UPDATE limit_holds SET lease_until = "+pgNowMS+" + CAST(? AS BIGINT), expired = false "+
+			"WHERE instance = ? AND NOT settled", l.lease.Milliseconds(), l.instance)
 		cancel()
 		if err != nil {
 			l.d.log.Warn("limits: renewing the leases of this instance's requests failed", "err", l.d.scrub(err.Error()))
+			continue
 		}
+		ctx, cancel = context.WithTimeout(context.Background(), l.lease/3)
+		l.retryFailed(ctx)
+		cancel()
 	}
 }
 
@@ -110,9 +116,15 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 		return 0, dbError(err)
 	}
 	sec := now.Unix()
-	// Holds of instances that died, and settled ones out of the window.
-	if _, err := tx.ExecContext(ctx, "DELETE FROM limit_holds WHERE user_id = ? AND "+
-		"(settled AND sec <= ? OR NOT settled AND lease_until < "+pgNowMS+")", userID, sec-60); err != nil {
+	// Holds whose lease ran out (their instance died) expire; settled
+	// ones out of the window go, and expired ones a day later (by then
+	// their instance is surely gone).
+	if _, err := tx.ExecContext(ctx, `WITH x AS (
+			UPDATE limit_holds SET expired = true
+			WHERE user_id = ? AND NOT settled AND NOT expired AND lease_until < `+pgNowMS+`)
+		DELETE FROM limit_holds WHERE user_id = ? AND
+			(settled AND sec <= ? OR expired AND lease_until < `+pgNowMS+` - 86400000)`,
+		userID, userID, sec-60); err != nil {
 		return 0, dbError(err)
 	}
 	var st aiproxy.LimitState
@@ -135,7 +147,18 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 			return 0, dbError(err)
 		}
 	}
-	return id, dbError(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		l.d.log.Warn("limits: a reservation could not be stored", "err", l.d.scrub(err.Error()))
+		if id != 0 {
+			// It may have committed all the same, unacknowledged: give it
+			// back, or this instance would renew it as long as it runs.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			l.Release(rctx, id)
+			cancel()
+		}
+		return 0, dbError(err)
+	}
+	return id, nil
 }
 
 // readHolds adds user id's holds to st: the window's counts, the requests
@@ -143,9 +166,9 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 // and usd. PostgreSQL sums them, a row per second.
 func (l *Ledger) readHolds(ctx context.Context, tx *sql.Tx, userID, sec int64, tok, usd sql.NullInt64, st *aiproxy.LimitState) error {
 	rows, err := tx.QueryContext(ctx, `SELECT sec, COUNT(*), COALESCE(SUM(tokens), 0),
-			COUNT(*) FILTER (WHERE NOT settled),
-			COALESCE(SUM(tokens) FILTER (WHERE NOT settled AND tokens_start = ?), 0),
-			COALESCE(SUM(micro_usd) FILTER (WHERE NOT settled AND spend_start = ?), 0)
+			COUNT(*) FILTER (WHERE NOT settled AND NOT expired),
+			COALESCE(SUM(tokens) FILTER (WHERE NOT settled AND NOT expired AND tokens_start = ?), 0),
+			COALESCE(SUM(micro_usd) FILTER (WHERE NOT settled AND NOT expired AND spend_start = ?), 0)
 		FROM limit_holds WHERE user_id = ? GROUP BY sec ORDER BY sec`, tok, usd, userID)
 	if err != nil {
 		return dbError(err)

@@ -49,21 +49,43 @@ func (d *DB) UpdateLimits(ctx context.Context, name string, now time.Time,
 		}
 		if next == nil {
 			_, err = tx.ExecContext(ctx, "DELETE FROM limits WHERE user_id = ?", id)
-			return err
-		}
-		args, err := limitsArgs(next)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO limits (user_id, `+limitsColumns+`, updated_at)
+		} else {
+			args, err := limitsArgs(next)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO limits (user_id, `+limitsColumns+`, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (user_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm,
 				concurrent = excluded.concurrent, tokens = excluded.tokens, tokens_period = excluded.tokens_period,
 				spend_micro_usd = excluded.spend_micro_usd, spend_period = excluded.spend_period,
 				models = excluded.models, updated_at = excluded.updated_at`,
-			append(append([]any{id}, args...), ms(now))...)
+				append(append([]any{id}, args...), ms(now))...)
+			if err != nil {
+				return err
+			}
+		}
+		if err == nil && d.pg {
+			err = dropUnusedCounters(ctx, tx, id)
+		}
 		return err
 	})
+}
+
+// dropUnusedCounters deletes the shared budget counters (PostgreSQL's
+// limit_used, migration 0010) of user id, or of every user that the
+// defaults apply to when id is DefaultsID, whose limits in force now have
+// no such budget. A counter counts only while its budget is set: requests
+// made without one add nothing to it, so a budget set again later must
+// start from the usage rows, not from a count that missed them.
+func dropUnusedCounters(ctx context.Context, tx *sql.Tx, id int64) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM limit_used AS u
+		WHERE (u.user_id = ? OR ? = 0) AND NOT EXISTS (
+			SELECT 1 FROM limits AS l
+			WHERE l.user_id = COALESCE((SELECT o.user_id FROM limits AS o WHERE o.user_id = u.user_id), 0)
+				AND CASE u.kind WHEN 'tokens' THEN l.tokens IS NOT NULL ELSE l.spend_micro_usd IS NOT NULL END)`,
+		id, id)
+	return err
 }
 
 // AllLimits returns every user's own limits by user id, and the defaults

@@ -9,8 +9,12 @@
 -- and spend_start. Settled, tokens and micro_usd are what it was charged,
 -- and the row stays while its second (sec) is inside the 60 s window of
 -- --rpm and --tpm. An unsettled row whose lease ran out belongs to an
--- instance that died: the next reservation of the user deletes it, so a
--- crash never locks a user out. lease_until is in the database's clock.
+-- instance that died, or lost the database for longer than a lease: the
+-- next reservation of the user marks it expired, and it no longer holds a
+-- concurrency slot or a reservation, so a crash never locks a user out;
+-- its instance, if alive, still settles it (and its charge still counts)
+-- or renews it (and it holds again). lease_until is in the database's
+-- clock.
 CREATE TABLE limit_holds (
     id           BIGSERIAL PRIMARY KEY,
     user_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -21,6 +25,7 @@ CREATE TABLE limit_holds (
     tokens_start BIGINT,
     spend_start  BIGINT,
     settled      BOOLEAN NOT NULL DEFAULT false,
+    expired      BOOLEAN NOT NULL DEFAULT false,
     lease_until  BIGINT NOT NULL
 );
 CREATE INDEX limit_holds_user ON limit_holds (user_id);
