@@ -82,6 +82,10 @@ type watch struct {
 	// commit through this handle.
 	live  atomic.Bool
 	notes atomic.Uint64
+	// heardAt is when the listener's connection last showed it is alive
+	// (Unix ns, by now); freshFor how long that vouches for the cache.
+	heardAt  atomic.Int64
+	freshFor time.Duration
 
 	// The rest is guarded by cache.mu.
 	synced  uint64    // notes as of the last auth_version read
@@ -222,7 +226,7 @@ func (c *cache) apply(ctx context.Context, v int64) {
 func (c *cache) syncWatched(ctx context.Context) error {
 	live := c.live.Load() // before notes: see listening
 	seen := c.notes.Load()
-	if live && seen == c.synced {
+	if live && seen == c.synced && c.fresh() {
 		return nil
 	}
 	if !c.failing {

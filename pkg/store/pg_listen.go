@@ -35,7 +35,12 @@ const (
 	DefaultOutageGrace = 60 * time.Second
 	outageRetry        = time.Second            // a version read at most this often in an outage
 	versionTimeout     = 2 * time.Second        // a version read slower than this counts as failed
-	listenQuiet        = 5 * time.Second        // after this long without a message, ping
+	listenQuiet        = 400 * time.Millisecond // after this long without a message, ping
+	// listenFresh is how long the listener's last sign of life (LISTEN, a
+	// notification, a ping's answer) vouches for the cache: a connection
+	// that died without a word is no longer trusted after it, so that a
+	// revocation reaches every instance within a second either way.
+	listenFresh = time.Second
 	listenRetry        = 100 * time.Millisecond // first wait before reconnecting; doubles
 	listenMaxRetry     = time.Second
 )
@@ -74,6 +79,12 @@ func (c *cache) listening() {
 // notified marks the cache stale: a notification arrived.
 func (c *cache) notified() { c.notes.Add(1) }
 
+// heard records a sign of life of the listener's connection.
+func (c *cache) heard() { c.heardAt.Store(c.now().UnixNano()) }
+
+// fresh reports whether the listener was heard from within c.fresh.
+func (c *cache) fresh() bool { return c.now().UnixNano()-c.heardAt.Load() < int64(c.freshFor) }
+
 // unlistened marks the listener disconnected: every lookup reads the
 // version until listening.
 func (c *cache) unlistened() {
@@ -95,6 +106,7 @@ func (d *DB) watch(o WatchOptions) (stop func()) {
 	c.grace = cmpOr(o.Grace, DefaultOutageGrace)
 	c.retry = cmpOr(o.Retry, outageRetry)
 	c.timeout = versionTimeout
+	c.freshFor = max(listenFresh, 2*cmpOr(o.Quiet, listenQuiet))
 	if o.Now != nil {
 		c.now = o.Now
 	}
@@ -102,7 +114,7 @@ func (d *DB) watch(o WatchOptions) (stop func()) {
 	c.mu.Unlock()
 
 	cfg := d.pgCfg.Copy()
-	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { c.notified() }
+	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { c.notified(); c.heard() }
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
@@ -190,6 +202,7 @@ func (l *listener) session(ctx context.Context, reconnect bool) (connected bool,
 		return false, err
 	}
 	l.c.listening()
+	l.c.heard()
 	if reconnect {
 		l.d.log.Info("auth listener reconnected", "db", l.d.path)
 	}
@@ -211,5 +224,6 @@ func (l *listener) session(ctx context.Context, reconnect bool) (connected bool,
 		if err != nil {
 			return true, err
 		}
+		l.c.heard()
 	}
 }

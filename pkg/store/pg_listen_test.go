@@ -81,7 +81,9 @@ func mustCreate(t *testing.T, d *DB, name, key string) {
 func TestListen_LookupsSkipTheVersionReadAndRevocationArrivesWithinOneSecond(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
-	serve := openServe(t, dsn, WatchOptions{})
+	// No ping during the test: the LISTEN vouches for the cache for two
+	// minutes (a ping each 400 ms late under load could lapse a second).
+	serve := openServe(t, dsn, WatchOptions{Quiet: time.Minute})
 	cli := openPG(t, dsn)
 	ctx := t.Context()
 	alice, bob, carol := cacheKey(1), cacheKey(2), cacheKey(3)
@@ -365,4 +367,39 @@ func TestListen_RevokedKeyStaysRevokedThroughAnOutage(t *testing.T) {
 		t.Errorf("bob's cached key during the outage: %v, want served within the grace", err)
 	}
 	cluster.Start(t)
+}
+
+// TestListen_SilentListenerVouchesForTheCacheOnlyAWhile: a listening
+// connection that has shown no sign of life (no notification, no answer
+// to a ping) for longer than it may vouch for the cache is not trusted:
+// lookups read the change counter again, so a connection that died
+// without a word cannot hide a revocation for long.
+func TestListen_SilentListenerVouchesForTheCacheOnlyAWhile(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	// Quiet of a minute: no ping, so nothing is heard after the LISTEN.
+	serve := openServe(t, dsn, WatchOptions{Quiet: time.Minute, Now: clock})
+	ctx := t.Context()
+	alice := cacheKey(1)
+	mustCreate(t, openPG(t, dsn), "alice", alice)
+	waitLive(t, serve, true)
+	lookup := func() {
+		t.Helper()
+		if _, err := serve.UserByKeyHash(ctx, keys.Hash(alice)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup()
+	before := serve.cache.reads.Load()
+	lookup()
+	if got := serve.cache.reads.Load() - before; got != 0 {
+		t.Fatalf("a lookup right after LISTEN read the version %d times, want 0", got)
+	}
+	skew.Store(int64(3 * time.Minute)) // past what the LISTEN vouches for
+	lookup()
+	if got := serve.cache.reads.Load() - before; got != 1 {
+		t.Errorf("a lookup with the listener silent for 3 min read the version %d times, want 1", got)
+	}
 }
