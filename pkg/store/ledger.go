@@ -107,6 +107,12 @@ func (l *Ledger) renew() {
 // and the id is 0.
 func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, tokensStart, spendStart *time.Time,
 	take func(aiproxy.LimitState) (aiproxy.Hold, bool)) (id int64, err error) {
+	defer func() {
+		// The limiter answers 503 and says no more: the cause goes here.
+		if err != nil {
+			l.d.log.Warn("limits: a reservation could not be taken", "err", l.d.scrub(err.Error()))
+		}
+	}()
 	tx, err := l.d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, dbError(err)
@@ -148,7 +154,6 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		l.d.log.Warn("limits: a reservation could not be stored", "err", l.d.scrub(err.Error()))
 		if id != 0 {
 			// It may have committed all the same, unacknowledged: give it
 			// back, or this instance would renew it as long as it runs.
