@@ -286,7 +286,7 @@ func TestShared_ExpiredHoldStillChargesItsRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.ledger.Close() // A's renewals stop
+	a.ledger.Close()      // A's renewals stop
 	poll(t, func() bool { // until A's hold expired, 501 tokens do not fit
 		r2, err := b.lim.Reserve(limits.Request{UserID: id, Model: "m", MaxOutputTokens: 501})
 		if err != nil && code(err) != aiproxy.EQUOTA {

@@ -40,9 +40,9 @@ const (
 	// notification, a ping's answer) vouches for the cache: a connection
 	// that died without a word is no longer trusted after it, so that a
 	// revocation reaches every instance within a second either way.
-	listenFresh = time.Second
-	listenRetry        = 100 * time.Millisecond // first wait before reconnecting; doubles
-	listenMaxRetry     = time.Second
+	listenFresh    = time.Second
+	listenRetry    = 100 * time.Millisecond // first wait before reconnecting; doubles
+	listenMaxRetry = time.Second
 )
 
 // WatchOptions tunes the listener that ClaimServer starts on PostgreSQL.
