@@ -148,7 +148,7 @@ func (c *chunk) report() report {
 //go:noinline
 func envelopeTokens(v []byte) (string, tokens) {
 	var o object[envelope]
-	_ = o.UnmarshalJSON(v)
+	o.decode(v)
 	return o.v.Model.s, o.v.Usage.w.openAI()
 }
 
@@ -158,7 +158,7 @@ func envelopeTokens(v []byte) (string, tokens) {
 func messageStart(v []byte) (string, anthropic) {
 	var o object[envelope]
 	if len(v) > 0 {
-		_ = o.UnmarshalJSON(v)
+		o.decode(v)
 	}
 	return o.v.Model.s, o.v.Usage.w.anthropic()
 }

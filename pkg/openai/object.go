@@ -27,12 +27,6 @@ func (m *field) name() string { return string(m.key) }
 // Unmarshaler.
 func (m *field) value() []byte { return m.b[m.start:m.end] }
 
-// decode reads the field's value into v, as json.Unmarshal would call it,
-// and returns where the value starts and ends in the object's bytes.
-func (m *field) decode(v json.Unmarshaler) (start, end int, err error) {
-	return m.start, m.end, v.UnmarshalJSON(m.value())
-}
-
 // members calls f for each top-level field of the JSON object b, in order.
 // It returns the index just after the object's '{', and an error when b is
 // not one JSON object (white space around it aside) or f returned one.

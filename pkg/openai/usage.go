@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Usage is what an upstream reported about one response, in Chat
@@ -159,9 +161,106 @@ type usageValue struct {
 func (u *usageValue) UnmarshalJSON(b []byte) error {
 	*u = usageValue{kind: kind(b[0])}
 	if b[0] == '{' {
-		_ = json.Unmarshal(b, &u.w) // every field takes any value
+		u.w.decode(b)
 	}
 	return nil
+}
+
+// decode reads the valid JSON object b as json.Unmarshal(b, w) would,
+// without reflection: every field takes any value.
+func (w *wireUsage) decode(b []byte) {
+	fields(b, func(k, v []byte) {
+		switch string(k) {
+		case "PROMPT_TOKENS":
+			_ = w.PromptTokens.UnmarshalJSON(v)
+		case "COMPLETION_TOKENS":
+			_ = w.CompletionTokens.UnmarshalJSON(v)
+		case "TOTAL_TOKENS":
+			_ = w.TotalTokens.UnmarshalJSON(v)
+		case "INPUT_TOKENS":
+			_ = w.InputTokens.UnmarshalJSON(v)
+		case "OUTPUT_TOKENS":
+			_ = w.OutputTokens.UnmarshalJSON(v)
+		case "CACHE_CREATION_INPUT_TOKENS":
+			_ = w.CacheCreation.UnmarshalJSON(v)
+		case "CACHE_READ_INPUT_TOKENS":
+			_ = w.CacheRead.UnmarshalJSON(v)
+		case "PROMPT_TOKENS_DETAILS":
+			w.PromptDetails.decode(v)
+		case "INPUT_TOKENS_DETAILS":
+			w.InputDetails.decode(v)
+		case "COMPLETION_TOKENS_DETAILS":
+			w.CompletionDetails.decode(v)
+		case "OUTPUT_TOKENS_DETAILS":
+			w.OutputDetails.decode(v)
+		}
+	})
+}
+
+// decode is UnmarshalJSON without reflection, for a valid JSON value.
+func (o *object[T]) decode(b []byte) {
+	*o = object[T]{}
+	if b[0] != '{' {
+		return
+	}
+	switch v := any(&o.v).(type) {
+	case *details:
+		fields(b, func(k, b []byte) {
+			switch string(k) {
+			case "CACHED_TOKENS":
+				_ = v.Cached.UnmarshalJSON(b)
+			case "REASONING_TOKENS":
+				_ = v.Reasoning.UnmarshalJSON(b)
+			}
+		})
+	case *envelope:
+		fields(b, func(k, b []byte) {
+			switch string(k) {
+			case "MODEL":
+				_ = v.Model.UnmarshalJSON(b)
+			case "USAGE":
+				_ = v.Usage.UnmarshalJSON(b)
+			}
+		})
+	default:
+		_ = json.Unmarshal(b, &o.v)
+	}
+}
+
+// fields calls f with each member of the valid JSON object b, its key
+// folded as encoding/json folds a key to match it to a struct field (each
+// rune to the least of the runes that fold to it: ASCII letters to upper
+// case). f then decodes b as json.Unmarshal would into a struct whose
+// fields have UnmarshalJSON methods: each member, null included, goes to
+// its field's method, and the last of repeated keys wins.
+func fields(b []byte, f func(key, value []byte)) {
+	_ = validMembers(b, 0, func(m field) error {
+		var buf [32]byte
+		k := buf[:0]
+		for i := 0; i < len(m.key); {
+			if c := m.key[i]; c < utf8.RuneSelf {
+				if 'a' <= c && c <= 'z' {
+					c -= 'a' - 'A'
+				}
+				k = append(k, c)
+				i++
+				continue
+			}
+			r, n := utf8.DecodeRune(m.key[i:])
+			for { // the least rune that folds to r: 'K' for 'k' and the Kelvin sign
+				r2 := unicode.SimpleFold(r)
+				if r2 <= r {
+					r = r2
+					break
+				}
+				r = r2
+			}
+			k = utf8.AppendRune(k, r)
+			i += n
+		}
+		f(k, m.value())
+		return nil
+	})
 }
 
 // object is a value decoded into T when it is a JSON object, else the zero T.

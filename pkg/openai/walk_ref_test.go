@@ -269,3 +269,37 @@ func sameChunk(a, b chunk) bool {
 		a.choices == b.choices && a.choicesEmpty == b.choicesEmpty && a.cut0 == b.cut0 && a.cut1 == b.cut1 &&
 		a.report() == b.report()
 }
+
+// FuzzUsageDecode checks the usage and envelope decoding without
+// reflection against json.Unmarshal into the same types (whose
+// UnmarshalJSON methods are encoding/json's reading).
+func FuzzUsageDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}`,
+		`{"Prompt_Tokens":1,"PROMPT_TOKENS":null,"input_tokens":"7","output_tokens":1.5,"total_tokens":-1}`,
+		`{"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":5,"REASONING_TOKENS":6}}`,
+		`{"input_tokens_details":[],"output_tokens_details":{"reasoning_tokens":{}}, "cache_creation_input_tokens":9,"cache_read_input_tokens":10}`,
+		"{\"\u212aey\":1,\"\u017ftream\":2,\"\u0130nput_tokens\":3,\"\\u0070rompt_tokens\":4,\"prompt_tokens\\u0000\":5}",
+		`{"model":"m","usage":{"prompt_tokens":1},"MODEL":"n","Usage":null}`,
+		`{"model":1,"usage":[1]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) || len(b) == 0 || b[0] != '{' {
+			return
+		}
+		var want, got wireUsage
+		_ = json.Unmarshal(b, &want)
+		got.decode(b)
+		if got != want {
+			t.Fatalf("decode(%q) = %+v, json.Unmarshal: %+v", b, got, want)
+		}
+		var wantE, gotE object[envelope]
+		_ = wantE.UnmarshalJSON(b)
+		gotE.decode(b)
+		if gotE != wantE {
+			t.Fatalf("envelope decode(%q) = %+v, json.Unmarshal: %+v", b, gotE, wantE)
+		}
+	})
+}
