@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,15 +167,10 @@ func (d *DB) scrub(s string) string {
 // lock, each in its own transaction: of ten instances that start together,
 // one applies them and the others find them applied once they get the lock.
 func (d *DB) migratePostgres(ctx context.Context) error {
-	entries, err := fs.ReadDir(db.PostgresMigrations, "migrations/postgres")
+	names, err := migrationNames(db.PostgresMigrations, "migrations/postgres")
 	if err != nil {
 		return err
 	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
 
 	conn, err := d.sql.Conn(ctx)
 	if err != nil {
@@ -203,20 +196,11 @@ func (d *DB) migratePostgres(ctx context.Context) error {
 		if applied[name] {
 			continue
 		}
-		body, err := fs.ReadFile(db.PostgresMigrations, "migrations/postgres/"+name)
-		if err != nil {
-			return err
-		}
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("apply migration %s: %w", name, err)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-			name, time.Now().UnixMilli()); err != nil {
+		if err := applyMigration(ctx, tx, db.PostgresMigrations, "migrations/postgres", name); err != nil {
 			tx.Rollback()
 			return err
 		}

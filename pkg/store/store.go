@@ -439,15 +439,10 @@ func (d *DB) Backup(ctx context.Context, dst string) error {
 }
 
 func (d *DB) migrate(ctx context.Context, busyTimeout time.Duration) error {
-	entries, err := fs.ReadDir(db.Migrations, "migrations")
+	names, err := migrationNames(db.Migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
 
 	// Fast path, read-only: everything already applied. The first query
 	// opens the first connection, whose journal_mode(WAL) pragma turns a
@@ -494,19 +489,40 @@ func (d *DB) migrate(ctx context.Context, busyTimeout time.Duration) error {
 		if applied[name] {
 			continue
 		}
-		body, err := fs.ReadFile(db.Migrations, "migrations/"+name)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			return fmt.Errorf("apply migration %s: %w", name, err)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-			name, time.Now().UnixMilli()); err != nil {
+		if err := applyMigration(ctx, tx, db.Migrations, "migrations", name); err != nil {
 			return err
 		}
 	}
 	return tx.Commit()
+}
+
+// migrationNames lists the migrations in dir of fsys, in the order they
+// apply.
+func migrationNames(fsys fs.FS, dir string) ([]string, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// applyMigration runs migration name of dir in tx and records it.
+func applyMigration(ctx context.Context, tx *sql.Tx, fsys fs.FS, dir, name string) error {
+	body, err := fs.ReadFile(fsys, dir+"/"+name)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return fmt.Errorf("apply migration %s: %w", name, err)
+	}
+	_, err = tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+		name, time.Now().UnixMilli())
+	return err
 }
 
 type queryer interface {
