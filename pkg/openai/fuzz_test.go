@@ -144,6 +144,9 @@ func FuzzInjectIncludeUsage(f *testing.F) {
 		if !bytes.Equal(body, orig) {
 			t.Fatalf("InjectIncludeUsage modified its input")
 		}
+		if out2, ok2 := Inspect(body).InjectIncludeUsage(); ok2 != ok || !bytes.Equal(out2, out) {
+			t.Fatalf("Inspect(%q).InjectIncludeUsage() = %q, %v; InjectIncludeUsage: %q, %v", body, out2, ok2, out, ok)
+		}
 		if !ok {
 			if !bytes.Equal(out, body) {
 				t.Fatalf("InjectIncludeUsage(%q) = %q, false: body changed", body, out)

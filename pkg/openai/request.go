@@ -188,7 +188,10 @@ func foldsTo(key []byte, names ...string) string {
 // Only chat completions (and legacy completions) accept stream_options; the
 // caller decides by path.
 func InjectIncludeUsage(body []byte) ([]byte, bool) {
-	r := scanRequest(body)
+	return injectIncludeUsage(body, scanRequest(body))
+}
+
+func injectIncludeUsage(body []byte, r reqScan) ([]byte, bool) {
 	if r.info.Problem != "" || !r.info.Stream || r.info.IncludeUsage {
 		return body, false
 	}
@@ -241,6 +244,12 @@ func (r Request) ReplaceModel(model string) ([]byte, bool) {
 		return r.body, false
 	}
 	return splice(r.body, r.scan.modelVal, r.scan.modelEnd, string(q)), true
+}
+
+// InjectIncludeUsage is the package's InjectIncludeUsage on the body r
+// read, without reading it again.
+func (r Request) InjectIncludeUsage() ([]byte, bool) {
+	return injectIncludeUsage(r.body, r.scan)
 }
 
 // splice returns a new slice: s with s[i:j] replaced by ins.

@@ -363,7 +363,10 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 		return false, err
 	}
 	if x.body != nil && info.Stream && !info.IncludeUsage && prov.InjectUsage && strings.HasSuffix(x.target.Path, "/chat/completions") {
-		if nb, ok := openai.InjectIncludeUsage(x.body); ok {
+		if routed {
+			x.req = openai.Inspect(x.body) // routing changed the model in it
+		}
+		if nb, ok := x.req.InjectIncludeUsage(); ok {
 			x.body, x.strip = nb, true
 		}
 	}

@@ -92,6 +92,22 @@ func TestModelRouting_PrefixPicksProvider(t *testing.T) {
 	}
 }
 
+// A routed stream is asked for usage in the body routing rewrote: the
+// model replaced and stream_options added, every other byte as sent.
+func TestModelRouting_StreamAsksForUsage(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	groq := &recordingUpstream{}
+	addAliased(t, h, "api.groq.com", "groq", "/openai/v1", "", "sk-upstream-groq-000001", groq)
+	res := h.do("POST", "/v1/chat/completions", `{"model":"groq/llama-3.3-70b-versatile", "stream":true,"stream_options":{"include_usage":false},"messages":[]}`, bearer(h.key))
+	if body := readAll(t, res); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	const want = `{"model":"llama-3.3-70b-versatile", "stream":true,"stream_options":{"include_usage":true},"messages":[]}`
+	if got := groq.last(t).Body; got != want {
+		t.Errorf("groq saw %s\nwant      %s", got, want)
+	}
+}
+
 // An alias works wherever a host does: X-Host-Final and the first path
 // segment; the usage row names the canonical host.
 func TestAlias_InHeaderAndPath(t *testing.T) {
