@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strings"
 )
 
 const minLen = 8
@@ -78,6 +79,9 @@ func partial(b []byte, secrets [][]byte) int {
 
 // String returns s with every secret masked.
 func String(s string, secrets ...string) string {
+	if !containsAny(s, secrets) {
+		return s // the usual case, without allocating
+	}
 	spans := find(nil, []byte(s), prepare(secrets))
 	if len(spans) == 0 {
 		return s
@@ -85,6 +89,16 @@ func String(s string, secrets ...string) string {
 	b := []byte(s)
 	apply(b, spans, nil)
 	return string(b)
+}
+
+// containsAny reports whether s holds a secret long enough to mask.
+func containsAny(s string, secrets []string) bool {
+	for _, sec := range secrets {
+		if len(sec) >= minLen && strings.Contains(s, sec) {
+			return true
+		}
+	}
+	return false
 }
 
 // Header masks every secret in every value of h, in place.
