@@ -307,7 +307,10 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 	}
 	x.provider = norm
 
-	user, err := p.dir.Authenticate(r.Context(), route.Key)
+	// The request's lookups share one check that the store's caches are
+	// current, made by the first: it is answered as of that moment.
+	ctx := aiproxy.WithLookupScope(r.Context())
+	user, err := p.dir.Authenticate(ctx, route.Key)
 	if err != nil {
 		if aiproxy.ErrorCode(err) == aiproxy.EUNAUTHORIZED {
 			// One answer for every refused key, whatever the reason.
@@ -345,10 +348,10 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange, rou
 	var prov aiproxy.Provider
 	routed := false
 	if !named {
-		prov, escaped, routed = p.routeModel(r.Context(), x, info.Model, escaped)
+		prov, escaped, routed = p.routeModel(ctx, x, info.Model, escaped)
 	}
 	if !routed {
-		if prov, err = p.provider(r.Context(), norm); err != nil {
+		if prov, err = p.provider(ctx, norm); err != nil {
 			if aiproxy.ErrorCode(err) == aiproxy.ENOTFOUND {
 				return false, aiproxy.Errorf(aiproxy.EUNKNOWNPROVIDER, "provider %s is not registered on this proxy", strconv.Quote(norm))
 			}

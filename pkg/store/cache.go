@@ -174,6 +174,20 @@ func (c *cache) close() {
 	}
 }
 
+// syncScoped is sync, once per aiproxy.LookupScope: the later lookups of a
+// request trust the check its first one made. The caller holds c.mu.
+func (c *cache) syncScoped(ctx context.Context) error {
+	sc := aiproxy.LookupScopeOf(ctx)
+	if sc.Checked() {
+		return nil
+	}
+	if err := c.sync(ctx); err != nil {
+		return err
+	}
+	sc.MarkChecked()
+	return nil
+}
+
 // sync brings the cache up to date if users, providers or provider keys
 // changed since the last call. The caller holds c.mu.
 func (c *cache) sync(ctx context.Context) error {
@@ -430,7 +444,7 @@ func isContextErr(err error) bool {
 // Unknown keys are not cached, so garbage keys cannot fill memory.
 func (c *cache) user(ctx context.Context, keyHash string, load func() (aiproxy.User, error)) (aiproxy.User, error) {
 	c.mu.Lock()
-	if err := c.sync(ctx); err != nil {
+	if err := c.syncScoped(ctx); err != nil {
 		c.mu.Unlock()
 		return aiproxy.User{}, err
 	}
@@ -466,7 +480,7 @@ func fallback[T any](c *cache, prev func() map[string]T, key string, err error) 
 // miss at the same time.
 func (c *cache) providerTable(ctx context.Context, load func() (*providerTable, error)) (*providerTable, error) {
 	c.mu.Lock()
-	if err := c.sync(ctx); err != nil {
+	if err := c.syncScoped(ctx); err != nil {
 		c.mu.Unlock()
 		return nil, err
 	}

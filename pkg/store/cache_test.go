@@ -423,3 +423,60 @@ func TestAuthVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestCache_OneCheckPerLookupScope: the lookups of one request (a scope)
+// read the change counter once, with its first lookup; they are answered
+// as of that moment. The next request's first lookup sees a change
+// committed meanwhile.
+func TestCache_OneCheckPerLookupScope(t *testing.T) {
+	t.Parallel()
+	serve, cli := openPair(t)
+	ctx := t.Context()
+	const host = "api.example.com"
+	secret := "sk-upstream-1"
+	if err := cli.AddProviderKey(ctx, ProviderKey{Host: host, DefaultBaseURL: "https://" + host,
+		Secret: secret, KeyHash: keys.Hash(secret), KeyHint: keys.Hint(secret)}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	alice := cacheKey(1)
+	if err := cli.CreateUser(ctx, "alice", keys.Hash(alice), keys.Hint(alice), time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	request := func() (aiproxy.User, error) {
+		t.Helper()
+		rctx := aiproxy.WithLookupScope(ctx)
+		u, err := serve.UserByKeyHash(rctx, keys.Hash(alice))
+		if err != nil {
+			return u, err
+		}
+		before := serve.cache.reads.Load()
+		for range 3 { // the provider, and model routing's prefixes
+			if _, err := serve.ProviderByHost(rctx, host); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := serve.FindProvider(rctx, "groq"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := serve.cache.reads.Load() - before; got != 0 {
+			t.Errorf("the request's later lookups read the change counter %d times, want 0 (its first lookup did)", got)
+		}
+		return u, nil
+	}
+	before := serve.cache.reads.Load()
+	if _, err := request(); err != nil {
+		t.Fatal(err)
+	}
+	if got := serve.cache.reads.Load() - before; got != 1 && !serve.pg {
+		t.Errorf("one request read the change counter %d times, want 1", got)
+	}
+	if err := cli.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if serve.pg {
+		return // the listener's notification decides when; TestListen_* cover it
+	}
+	if _, err := request(); aiproxy.ErrorCode(err) != aiproxy.EUNAUTHORIZED {
+		t.Errorf("the next request after alice was deleted: %v, want EUNAUTHORIZED", err)
+	}
+}
