@@ -31,6 +31,15 @@ func (d *DB) auditRefused(ctx context.Context, err error) {
 	if !ok {
 		return
 	}
+	if aiproxy.ErrorCode(err) == aiproxy.EUNAVAILABLE {
+		// The database could not take the change (busy, unreachable, full):
+		// it would not take its record either, and trying would wait as
+		// long again, once here and once more when the service records
+		// the refusal. The attempt changed nothing; the log keeps it.
+		d.log.Warn("audit record not written: the database is unavailable", "action", r.Action, "result", r.Result)
+		e.Done()
+		return
+	}
 	// The change's context may be the one that was cancelled.
 	ctx = context.WithoutCancel(ctx)
 	tx, berr := d.sql.BeginTx(ctx, nil)
