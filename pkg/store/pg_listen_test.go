@@ -379,11 +379,11 @@ func TestListen_SilentListenerVouchesForTheCacheOnlyAWhile(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	var skew atomic.Int64
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	alice := cacheKey(1)
+	mustCreate(t, openPG(t, dsn), "alice", alice) // before serve listens: no notification to come
 	// Quiet of a minute: no ping, so nothing is heard after the LISTEN.
 	serve := openServe(t, dsn, WatchOptions{Quiet: time.Minute, Now: clock})
 	ctx := t.Context()
-	alice := cacheKey(1)
-	mustCreate(t, openPG(t, dsn), "alice", alice)
 	waitLive(t, serve, true)
 	lookup := func() {
 		t.Helper()
