@@ -88,7 +88,7 @@ func (l *Ledger) renew() {
 		// again.
 		ctx, cancel := context.WithTimeout(context.Background(), l.lease/3)
 		_, err := l.d.sql.ExecContext(ctx, "UPDATE limit_holds SET lease_until = "+pgNowMS+" + CAST(? AS BIGINT), expired = false "+
-			"WHERE instance = ? AND NOT settled", l.lease.Milliseconds(), l.instance)
+			"WHERE instance = ?", l.lease.Milliseconds(), l.instance)
 		cancel()
 		if err != nil {
 			l.d.log.Warn("limits: renewing the leases of this instance's requests failed", "err", l.d.scrub(err.Error()))
@@ -122,15 +122,15 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 		return 0, dbError(err)
 	}
 	sec := now.Unix()
-	// Holds whose lease ran out (their instance died) expire; settled
-	// ones out of the window go, and expired ones a day later (by then
-	// their instance is surely gone).
+	// Holds whose lease ran out (their instance died) expire, and go a day
+	// later (by then their instance is surely gone); seconds out of the
+	// window go.
 	if _, err := tx.ExecContext(ctx, `WITH x AS (
 			UPDATE limit_holds SET expired = true
-			WHERE user_id = ? AND NOT settled AND NOT expired AND lease_until < `+pgNowMS+`)
-		DELETE FROM limit_holds WHERE user_id = ? AND
-			(settled AND sec <= ? OR expired AND lease_until < `+pgNowMS+` - 86400000)`,
-		userID, userID, sec-60); err != nil {
+			WHERE user_id = ? AND NOT expired AND lease_until < `+pgNowMS+`),
+		y AS (DELETE FROM limit_window WHERE user_id = ? AND sec <= ?)
+		DELETE FROM limit_holds WHERE user_id = ? AND expired AND lease_until < `+pgNowMS+` - 86400000`,
+		userID, userID, sec-60, userID); err != nil {
 		return 0, dbError(err)
 	}
 	var st aiproxy.LimitState
@@ -166,15 +166,19 @@ func (l *Ledger) Reserve(ctx context.Context, userID int64, now time.Time, token
 	return id, nil
 }
 
-// readHolds adds user id's holds to st: the window's counts, the requests
-// in flight, and what they reserve of the budget periods starting at tok
-// and usd. PostgreSQL sums them, a row per second.
+// readHolds adds user id's holds and window to st: the window's counts
+// (requests settled, and in flight, at their second), the requests in
+// flight, and what they reserve of the budget periods starting at tok and
+// usd. PostgreSQL sums them, a row per second.
 func (l *Ledger) readHolds(ctx context.Context, tx *sql.Tx, userID, sec int64, tok, usd sql.NullInt64, st *aiproxy.LimitState) error {
-	rows, err := tx.QueryContext(ctx, `SELECT sec, COUNT(*), COALESCE(SUM(tokens), 0),
-			COUNT(*) FILTER (WHERE NOT settled AND NOT expired),
-			COALESCE(SUM(tokens) FILTER (WHERE NOT settled AND NOT expired AND tokens_start = ?), 0),
-			COALESCE(SUM(micro_usd) FILTER (WHERE NOT settled AND NOT expired AND spend_start = ?), 0)
-		FROM limit_holds WHERE user_id = ? GROUP BY sec ORDER BY sec`, tok, usd, userID)
+	rows, err := tx.QueryContext(ctx, `SELECT sec, SUM(n), SUM(t), SUM(f), SUM(tr), SUM(ur) FROM (
+			SELECT sec, 1 AS n, tokens AS t, CASE WHEN expired THEN 0 ELSE 1 END AS f,
+				CASE WHEN NOT expired AND tokens_start = ? THEN tokens ELSE 0 END AS tr,
+				CASE WHEN NOT expired AND spend_start = ? THEN micro_usd ELSE 0 END AS ur
+			FROM limit_holds WHERE user_id = ?
+			UNION ALL
+			SELECT sec, requests, tokens, 0, 0, 0 FROM limit_window WHERE user_id = ?) AS x
+		GROUP BY sec ORDER BY sec`, tok, usd, userID, userID)
 	if err != nil {
 		return dbError(err)
 	}
@@ -284,35 +288,33 @@ func (l *Ledger) orRetry(ctx context.Context, op func(context.Context) error) er
 	return err
 }
 
-// Settle marks hold id settled with what its request was charged, and adds
-// that to the counters of the budget periods it was reserved against. With
-// window, the hold stays for the 60 s window of --rpm and --tpm; without,
-// it goes at once. A hold already settled, released or expired is left
-// alone.
+// Settle ends hold id with what its request was charged: the charge is
+// added to the counters of the budget periods the hold was reserved
+// against, and, with window (the user has --rpm or --tpm), to its second
+// of the window. A hold already settled, released or gone is left alone.
 func (l *Ledger) Settle(ctx context.Context, id int64, ch aiproxy.Charged, window bool) error {
 	return l.orRetry(ctx, func(ctx context.Context) error { return l.settle(ctx, id, ch, window) })
 }
 
 func (l *Ledger) settle(ctx context.Context, id int64, ch aiproxy.Charged, window bool) error {
-	hold := `UPDATE limit_holds SET settled = true, tokens = ?, micro_usd = ? WHERE id = ? AND NOT settled`
-	args := []any{ch.Tokens, ch.MicroUSD, id}
-	if !window {
-		hold, args = `DELETE FROM limit_holds WHERE id = ? AND NOT settled`, []any{id}
-	}
-	_, err := l.d.sql.ExecContext(ctx, `WITH h AS (`+hold+`
-			RETURNING user_id, tokens_start, spend_start)
+	_, err := l.d.sql.ExecContext(ctx, `WITH h AS (
+			DELETE FROM limit_holds WHERE id = ? RETURNING user_id, sec, tokens_start, spend_start),
+		w AS (
+			INSERT INTO limit_window (user_id, sec, requests, tokens)
+			SELECT user_id, sec, 1, CAST(? AS BIGINT) FROM h WHERE CAST(? AS BIGINT) = 1
+			ON CONFLICT (user_id, sec) DO UPDATE
+			SET requests = limit_window.requests + 1, tokens = limit_window.tokens + excluded.tokens)
 		UPDATE limit_used AS u SET used = u.used + CASE u.kind WHEN 'tokens' THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END
 		FROM h WHERE u.user_id = h.user_id AND
 			(u.kind = 'tokens' AND u.period_start = h.tokens_start OR u.kind = 'spend' AND u.period_start = h.spend_start)`,
-		append(args, ch.Tokens, ch.MicroUSD)...)
+		id, ch.Tokens, boolInt(window), ch.Tokens, ch.MicroUSD)
 	return dbError(err)
 }
 
-// Release deletes hold id, unless it was settled: its request counts for
-// nothing.
+// Release deletes hold id: its request counts for nothing.
 func (l *Ledger) Release(ctx context.Context, id int64) error {
 	return l.orRetry(ctx, func(ctx context.Context) error {
-		_, err := l.d.sql.ExecContext(ctx, "DELETE FROM limit_holds WHERE id = ? AND NOT settled", id)
+		_, err := l.d.sql.ExecContext(ctx, "DELETE FROM limit_holds WHERE id = ?", id)
 		return dbError(err)
 	})
 }
@@ -325,6 +327,15 @@ func instanceName() string {
 	var b [6]byte
 	rand.Read(b[:])
 	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+}
+
+// boolInt is b as 0 or 1: the store's arguments carry booleans as
+// SQLite's integers.
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func ptrMS(t *time.Time) sql.NullInt64 {
