@@ -1,6 +1,6 @@
 // Package limits enforces per-user limits and budgets in serve (CONTRACT
-// section 5) with counters kept in memory, so that a check reads no
-// database on the request path and costs microseconds.
+// section 5). On SQLite the counters are kept in memory, so that a check
+// reads no database on the request path and costs microseconds.
 //
 // Before forwarding, the proxy reserves the most a request can cost
 // (Reserve); when the request ends it settles the reservation with the
@@ -16,10 +16,12 @@
 // the next request (Source.LimitsVersion).
 //
 // The reservation itself is one function, reserve, under one user's lock:
-// check every limit, then take from every counter. A store shared by
-// several serve processes (PostgreSQL, CONTRACT section 8) does the same as
-// one atomic statement, UPDATE … SET reserved = reserved + $need WHERE
-// used + reserved + $need <= limit, behind the same Source.
+// check every limit, then take from every counter. With several serve
+// processes on one PostgreSQL database (CONTRACT section 8) the counters
+// live in the database instead (a Ledger, store.Ledger): each reservation
+// reads the user's counters under the user's lock there, runs the same
+// reserve on them, and stores what it took, so that the limits hold across
+// every instance together; serve on SQLite keeps them in memory.
 package limits
 
 import (
