@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -195,11 +196,25 @@ func (l *listener) session(ctx context.Context, reconnect bool) (connected bool,
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// The claim goes now, not whenever the server gets round to the
+		// closed connection: a rekey right after serve stops must find it
+		// gone. (A broken connection just fails here.)
+		conn.Exec(cctx, "SELECT pg_advisory_unlock_all()").Close()
 		conn.Close(cctx)
 		cancel()
 	}()
 	if err := conn.Exec(ctx, "LISTEN "+authChannel).Close(); err != nil {
 		return false, err
+	}
+	// serve's claim, which keeps rekey out, lives on a connection that a
+	// server restart breaks: this one, which reconnects, claims it again.
+	res, err := conn.Exec(ctx, fmt.Sprintf("SELECT pg_try_advisory_lock_shared(%d)", int64(pgLockServe))).ReadAll()
+	if err != nil {
+		return false, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || string(res[0].Rows[0][0]) != "t" {
+		l.d.log.Error("a rekey holds the database: this serve's secret may be out of date; restart it with the new one",
+			"db", l.d.path)
 	}
 	l.c.listening()
 	l.c.heard()

@@ -403,3 +403,38 @@ func TestListen_SilentListenerVouchesForTheCacheOnlyAWhile(t *testing.T) {
 		t.Errorf("a lookup with the listener silent for 3 min read the version %d times, want 1", got)
 	}
 }
+
+// TestListen_ServeClaimSurvivesARestart: serve's claim on the database,
+// which refuses a rekey while any serve runs, is taken again when the
+// listener reconnects after a PostgreSQL restart: the connection that
+// held it at start is gone with the restart.
+func TestListen_ServeClaimSurvivesARestart(t *testing.T) {
+	t.Parallel()
+	cluster := pgtest.NewCluster(t)
+	dsn := cluster.NewDatabase(t)
+	serve := openServe(t, dsn, WatchOptions{Retry: 10 * time.Millisecond, Reconnect: 20 * time.Millisecond})
+	cli := openPG(t, dsn)
+	waitLive(t, serve, true)
+	if release, err := cli.pgLockServe(t.Context(), false); aiproxy.ErrorCode(err) != aiproxy.ECONFLICT {
+		if release != nil {
+			release()
+		}
+		t.Fatalf("rekey's lock with serve running: %v, want ECONFLICT", err)
+	}
+	cluster.Stop(t, "immediate")
+	waitLive(t, serve, false)
+	cluster.Start(t)
+	waitLive(t, serve, true)
+	var err error
+	pollUntil(5*time.Second, func() bool { // the CLI's pool first finds its connections broken
+		var release func()
+		release, err = cli.pgLockServe(t.Context(), false)
+		if release != nil {
+			release()
+		}
+		return aiproxy.ErrorCode(err) != aiproxy.EUNAVAILABLE
+	})
+	if aiproxy.ErrorCode(err) != aiproxy.ECONFLICT {
+		t.Errorf("rekey's lock after a restart, serve still running: %v, want ECONFLICT", err)
+	}
+}
